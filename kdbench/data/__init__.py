@@ -1,0 +1,9 @@
+"""Datasets, splits and the in-memory batch stream."""
+
+from kdbench.data.catalog import DATASETS, DatasetInfo, TensorData, load_dataset
+from kdbench.data.loader import Batch, BatchStream, normalize
+from kdbench.data.splits import train_val_indices
+
+__all__ = [
+    "DATASETS", "Batch", "BatchStream", "DatasetInfo", "TensorData", "load_dataset", "normalize", "train_val_indices",
+]

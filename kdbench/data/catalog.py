@@ -1,0 +1,151 @@
+"""The datasets kdbench knows, loaded once into uint8 tensors.
+
+Fashion-MNIST ships with the package (the original IDX files, MIT-licensed, see fashion_mnist/LICENSE), so
+the default run needs no network. CIFAR-10/100 and MNIST come through torchvision: from a local root when
+the files are there, downloaded otherwise.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import os
+import shutil
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+
+import numpy as np
+import torch
+import torchvision
+
+from kdbench.errors import KdbenchError, check_choice
+
+
+@dataclass(frozen=True)
+class DatasetInfo:
+    """What a model and the augmentation need to know about a dataset."""
+
+    name: str
+    num_classes: int
+    in_chans: int
+    image_size: int
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+    crop_padding: int  # random-crop padding used in training (RepDistiller: 4 for CIFAR)
+    flip: bool  # horizontal flip is label-preserving for this dataset
+
+
+DATASETS: dict[str, DatasetInfo] = {
+    # Fashion-MNIST statistics over the 60k training images; pad 2 keeps the crop at 1/7 of the side like CIFAR's 4/32.
+    "fashion-mnist": DatasetInfo("fashion-mnist", 10, 1, 28, (0.2860,), (0.3530,), 2, True),
+    "mnist": DatasetInfo("mnist", 10, 1, 28, (0.1307,), (0.3081,), 2, False),
+    # CIFAR statistics as in RepDistiller's cifar100.py / the torchvision reference.
+    "cifar10": DatasetInfo("cifar10", 10, 3, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 4, True),
+    "cifar100": DatasetInfo("cifar100", 100, 3, 32, (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761), 4, True),
+}
+
+# SHA-256 of the bundled Fashion-MNIST files (Debian's dataset-fashion-mnist; the IDX payload is the original data).
+FASHION_MNIST_SHA256 = {
+    "train-images-idx3-ubyte.gz": "b0564c3eedabfbf835052cff8503ea422014ce006caf5b757f851416ee8300c7",
+    "train-labels-idx1-ubyte.gz": "0ae29f65d86684f32d1b9c85147786c547b9c6aebcaf235f0400a0cce308b056",
+    "t10k-images-idx3-ubyte.gz": "cc1d090a38ace84dfa1aa66e3ada7c336ef481a96936906477e6dd344da56eaa",
+    "t10k-labels-idx1-ubyte.gz": "8d3605d196f4be44669e46906da9733c8131fef761fdbfec72c424d5222f1a05",
+}
+
+
+@dataclass
+class TensorData:
+    """A whole dataset as uint8 NCHW images and int64 labels, ready to be moved to a device."""
+
+    info: DatasetInfo
+    x_train: torch.Tensor
+    y_train: torch.Tensor
+    x_test: torch.Tensor
+    y_test: torch.Tensor
+
+
+def default_root() -> Path:
+    """Where datasets live: $KDBENCH_DATA, else ~/.cache/kdbench/data."""
+    return Path(os.environ.get("KDBENCH_DATA", Path.home() / ".cache" / "kdbench" / "data")).expanduser()
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def bundled_fashion_mnist_dir() -> Path:
+    return Path(str(resources.files("kdbench.data") / "fashion_mnist"))
+
+
+def _unpack_bundled_fashion_mnist(root: Path) -> None:
+    """Verify the bundled .gz files and place the IDX files where torchvision looks for them.
+
+    torchvision's own md5 check would reject these recompressed .gz files and try the network, so we check our
+    own SHA-256 sums and hand torchvision the decompressed files, which it accepts with download=False.
+    """
+    raw = root / "FashionMNIST" / "raw"
+    src = bundled_fashion_mnist_dir()
+    for name, expected in FASHION_MNIST_SHA256.items():
+        target = raw / name[: -len(".gz")]
+        if target.exists():
+            continue
+        got = sha256(src / name)
+        if got != expected:
+            raise KdbenchError(
+                f"bundled Fashion-MNIST file {src / name} has SHA-256 {got}, expected {expected}; reinstall kdbench"
+            )
+        raw.mkdir(parents=True, exist_ok=True)
+        tmp = target.with_suffix(f".tmp{os.getpid()}")
+        with gzip.open(src / name, "rb") as fin, open(tmp, "wb") as fout:
+            shutil.copyfileobj(fin, fout)
+        os.replace(tmp, target)
+
+
+def _as_nchw(data: torch.Tensor | np.ndarray) -> torch.Tensor:
+    """torchvision keeps MNIST as (N, H, W) tensors and CIFAR as (N, H, W, C) arrays; make both NCHW uint8."""
+    t = torch.as_tensor(data)
+    return t.unsqueeze(1).contiguous() if t.ndim == 3 else t.permute(0, 3, 1, 2).contiguous()
+
+
+_TORCHVISION = {
+    "fashion-mnist": torchvision.datasets.FashionMNIST,
+    "mnist": torchvision.datasets.MNIST,
+    "cifar10": torchvision.datasets.CIFAR10,
+    "cifar100": torchvision.datasets.CIFAR100,
+}
+
+
+def _torchvision_split(name: str, root: Path, train: bool):
+    cls = _TORCHVISION[name]
+    try:
+        return cls(str(root), train=train, download=False)
+    except RuntimeError:
+        pass  # not present locally: try the download for users with a network
+    try:
+        return cls(str(root), train=train, download=True)
+    except Exception as exc:  # network refused, DNS failure, partial file...
+        raise KdbenchError(
+            f"dataset {name!r} is not in {root} and could not be downloaded ({type(exc).__name__}); "
+            f"put torchvision's {cls.__name__} files under {root} (or pass --data-root / set KDBENCH_DATA)"
+        ) from None
+
+
+def load_dataset(name: str, root: str | Path | None = None) -> TensorData:
+    """Load a whole dataset into memory as tensors (all of kdbench's datasets fit: at most 180 MB)."""
+    info = DATASETS[check_choice("dataset", name, DATASETS)]
+    root = Path(root).expanduser() if root else default_root()
+    if name == "fashion-mnist" and not (root / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte").exists():
+        _unpack_bundled_fashion_mnist(root)
+    train, test = _torchvision_split(name, root, True), _torchvision_split(name, root, False)
+    return TensorData(
+        info=info,
+        x_train=_as_nchw(train.data),
+        y_train=torch.as_tensor(train.targets, dtype=torch.long),
+        x_test=_as_nchw(test.data),
+        y_test=torch.as_tensor(test.targets, dtype=torch.long),
+    )

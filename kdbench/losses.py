@@ -1,0 +1,114 @@
+"""Distillation losses as pure functions, equal to the standard CIFAR-100 benchmark code.
+
+Normalisations and reductions follow CRD's RepDistiller (`distiller_zoo/`) and DKD's mdistiller
+(`distillers/DKD.py`), so numbers are comparable with theirs. No state, no weights beyond each loss's own
+internal ones: methods multiply these by their paper's coefficient.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton et al. 2015: T² · KL(teacher_T ‖ student_T), summed over classes, averaged over the batch."""
+    log_p_s = F.log_softmax(student_logits / temperature, dim=1)
+    p_t = F.softmax(teacher_logits / temperature, dim=1)
+    return F.kl_div(log_p_s, p_t, reduction="batchmean") * temperature**2
+
+
+def hint_loss(student_feat: torch.Tensor, teacher_feat: torch.Tensor) -> torch.Tensor:
+    """FitNet (Romero et al. 2015): mean squared error between the regressed student hint and the teacher's."""
+    return F.mse_loss(student_feat, teacher_feat)
+
+
+def attention_map(feat: torch.Tensor, p: int = 2) -> torch.Tensor:
+    """Zagoruyko & Komodakis 2017: channel mean of |f|^p, flattened and L2-normalised per sample."""
+    return F.normalize(feat.pow(p).mean(1).flatten(1))
+
+
+def attention_transfer_loss(student_feat: torch.Tensor, teacher_feat: torch.Tensor, p: int = 2) -> torch.Tensor:
+    """AT for one feature pair: the larger map is average-pooled to the smaller; mean squared difference."""
+    hs, ht = student_feat.shape[2], teacher_feat.shape[2]
+    if hs > ht:
+        student_feat = F.adaptive_avg_pool2d(student_feat, (ht, ht))
+    elif hs < ht:
+        teacher_feat = F.adaptive_avg_pool2d(teacher_feat, (hs, hs))
+    return (attention_map(student_feat, p) - attention_map(teacher_feat, p)).pow(2).mean()
+
+
+def similarity_preserving_loss(student_feat: torch.Tensor, teacher_feat: torch.Tensor) -> torch.Tensor:
+    """Tung & Mori 2019: squared Frobenius distance of the row-normalised batch Gram matrices, over b²."""
+    b = student_feat.shape[0]
+    g_s = F.normalize(student_feat.reshape(b, -1) @ student_feat.reshape(b, -1).t())
+    g_t = F.normalize(teacher_feat.reshape(b, -1) @ teacher_feat.reshape(b, -1).t())
+    return (g_t - g_s).pow(2).sum() / (b * b)
+
+
+def pairwise_distances(e: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """Euclidean distance matrix with a zero diagonal (RepDistiller's RKD `pdist`, squared=False)."""
+    sq = e.pow(2).sum(dim=1)
+    d = (sq.unsqueeze(1) + sq.unsqueeze(0) - 2 * e @ e.t()).clamp(min=eps).sqrt()
+    return d * (1 - torch.eye(len(e), device=e.device, dtype=e.dtype))
+
+
+def _normalised_distances(e: torch.Tensor) -> torch.Tensor:
+    d = pairwise_distances(e)
+    return d / d[d > 0].mean()
+
+
+def _angles(e: torch.Tensor) -> torch.Tensor:
+    diff = F.normalize(e.unsqueeze(0) - e.unsqueeze(1), p=2, dim=2)
+    return torch.bmm(diff, diff.transpose(1, 2)).flatten()
+
+
+def rkd_loss(
+    student_emb: torch.Tensor, teacher_emb: torch.Tensor, distance_weight: float = 25.0, angle_weight: float = 50.0
+) -> torch.Tensor:
+    """Park et al. 2019: Huber loss between mean-normalised pairwise distances, plus between the cosines of
+    the angles every triplet forms; weights 25 and 50 as in the paper and RepDistiller."""
+    s, t = student_emb.flatten(1), teacher_emb.flatten(1).detach()
+    loss_d = F.smooth_l1_loss(_normalised_distances(s), _normalised_distances(t))
+    loss_a = F.smooth_l1_loss(_angles(s), _angles(t))
+    return distance_weight * loss_d + angle_weight * loss_a
+
+
+def _cosine_affinity(e: torch.Tensor, eps: float) -> torch.Tensor:
+    e = e / (e.norm(dim=1, keepdim=True) + eps)
+    e = torch.nan_to_num(e, nan=0.0)
+    sim = (e @ e.t() + 1.0) / 2.0
+    return sim / sim.sum(dim=1, keepdim=True)
+
+
+def pkt_loss(student_emb: torch.Tensor, teacher_emb: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Passalis & Tefas 2018: KL between the conditional probability distributions of cosine affinities."""
+    p_s = _cosine_affinity(student_emb.flatten(1), eps)
+    p_t = _cosine_affinity(teacher_emb.flatten(1), eps)
+    return torch.mean(p_t * torch.log((p_t + eps) / (p_s + eps)))
+
+
+def dkd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    target: torch.Tensor,
+    alpha: float = 1.0,
+    beta: float = 8.0,
+    temperature: float = 4.0,
+) -> torch.Tensor:
+    """Zhao et al. 2022: alpha · TCKD (binary target-vs-rest KL) + beta · NCKD (KL among non-target classes),
+    each T²-scaled and averaged over the batch, as in mdistiller's DKD."""
+    gt = F.one_hot(target, student_logits.shape[1]).bool()
+    p_s = F.softmax(student_logits / temperature, dim=1)
+    p_t = F.softmax(teacher_logits / temperature, dim=1)
+
+    def binary(p: torch.Tensor) -> torch.Tensor:
+        return torch.stack([(p * gt).sum(1), (p * ~gt).sum(1)], dim=1)
+
+    scale = temperature**2 / target.shape[0]
+    tckd = F.kl_div(torch.log(binary(p_s)), binary(p_t), reduction="sum") * scale
+    # mdistiller masks the target class by subtracting 1000 from its logit before the softmax
+    log_q_s = F.log_softmax(student_logits / temperature - 1000.0 * gt, dim=1)
+    q_t = F.softmax(teacher_logits / temperature - 1000.0 * gt, dim=1)
+    nckd = F.kl_div(log_q_s, q_t, reduction="sum") * scale
+    return alpha * tckd + beta * nckd

@@ -1,0 +1,252 @@
+"""The one interface every distillation technique implements, and the registry that lists them.
+
+A method is a small `nn.Module` (after mdistiller's Distiller) that owns everything it trains: the student,
+and any adapters, peers, auxiliary heads, discriminators or generators. Frozen teachers are handed to it but
+are not its submodules, so they are neither optimised nor counted. The engine calls `loss_terms(batch)` and
+sums the named terms; every other regime plugs in through the hooks below, each a no-op by default:
+
+- several trainable models (online): own them; `deployable()` says which one is evaluated and shipped;
+- no teacher (self): set `MethodInfo.teachers = 0`;
+- no real inputs (data-free): never read `batch.x`; synthesise in `before_training` or per step;
+- an adversary or generator with its own optimiser: `auxiliary_parameters` + `auxiliary_loss`;
+- a sequence of tasks (lifelong): `tasks()` and `on_task_start()`;
+- a search phase (NAS): `before_training()` picks and builds the student;
+- a fake-quantized student: wrap it in `__init__`, convert it in `deployable()`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields
+from typing import Any, ClassVar
+
+import torch
+import torch.nn as nn
+import yaml
+
+from kdbench.data.catalog import DatasetInfo
+from kdbench.data.loader import Batch
+from kdbench.errors import KdbenchError, check_choice, unknown
+from kdbench.models.features import Outputs, forward_with_features
+
+# The rows of the survey's Table 4, in its order; every method belongs to exactly one.
+TECHNIQUES: tuple[str, ...] = (
+    "Response-Based KD",
+    "Feature-Based KD",
+    "Relation-Based KD",
+    "Offline Distillation",
+    "Online Distillation",
+    "Self-Distillation",
+    "Cross-Modal Distillation",
+    "Graph-Based Distillation",
+    "Attention-Based Distillation",
+    "Data-Free KD",
+    "Adversarial KD",
+    "Quantized KD",
+    "NAS-Based Distillation",
+    "Lifelong Distillation",
+    "Multi-Teacher Distillation",
+)
+REFERENCE_ROWS = ("Reference",)  # baseline and teacher rows: what every comparison is made against
+SCHEMES = ("offline", "online", "self")
+
+
+@dataclass(frozen=True)
+class MethodInfo:
+    """What the catalogue (survey Tables 1–3) says about a method."""
+
+    name: str
+    technique: str  # one of TECHNIQUES, or "Reference"
+    scheme: str  # offline / online / self
+    knowledge: str  # what is transferred: response, feature, relation, attention, graph, ...
+    reference: str  # "Author et al. Year, Title"
+    teachers: int = 1  # frozen teachers needed: 0 (none), 1, or 2+ (at least that many)
+    summary: str = ""
+    also_represents: tuple[str, ...] = ()  # further Table 4 rows it stands for (kd is also "Offline Distillation")
+
+    def __post_init__(self) -> None:
+        for technique in (self.technique, *self.also_represents):
+            check_choice("technique", technique, TECHNIQUES + REFERENCE_ROWS)
+        check_choice("scheme", self.scheme, SCHEMES)
+
+    @property
+    def techniques(self) -> tuple[str, ...]:
+        return (self.technique, *self.also_represents)
+
+
+@dataclass
+class Setup:
+    """Everything the runner hands a method to build itself."""
+
+    student: nn.Module
+    teachers: list[nn.Module]
+    data: DatasetInfo
+    make_model: Callable[[str], nn.Module]  # builds any registered architecture for this dataset
+    num_train: int  # size of the training split (per-sample state, e.g. PS-KD's past predictions)
+    epochs: int
+    steps_per_epoch: int
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+
+class Method(nn.Module):
+    """Base class: subclasses set `info` and `defaults`, and implement `loss_terms`."""
+
+    info: ClassVar[MethodInfo]
+    # Hyperparameters with their paper / reference-benchmark defaults; each subclass comments its sources.
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, setup: Setup, **hparams: Any) -> None:
+        super().__init__()
+        self.hp = resolve_hparams(type(self), hparams)
+        self.setup = setup
+        self.student = setup.student
+        self._teachers = list(setup.teachers)  # a plain list: not submodules, never optimised or counted
+        self.epoch = 0  # the engine keeps this current; schedules (warm-ups, ramps) read it
+        self.task_index = 0
+
+    # ---- what the engine calls ---------------------------------------------------------------------------
+    def loss_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Named loss terms for one batch; the engine sums them (weights are applied here)."""
+        raise NotImplementedError
+
+    def deployable(self) -> nn.Module:
+        """The model that is evaluated and measured (size, FLOPs, latency) after training."""
+        return self.student
+
+    def deployable_size_bytes(self) -> int | None:
+        """The shipped model's size when it is not its fp32 state dict (e.g. low-bit weights); None = measure."""
+        return None
+
+    def extra_parameters(self) -> int:
+        """Parameters trained but not deployed (regressors, peers, heads, discriminators, generators)."""
+        deployed = {id(p) for p in self.deployable().parameters()}
+        return sum(p.numel() for p in self.parameters() if id(p) not in deployed)
+
+    def trainable_parameters(self) -> list[nn.Parameter]:
+        """What the main SGD optimiser updates: everything this method owns but the auxiliary parameters."""
+        aux = {id(p) for p in self.auxiliary_parameters()}
+        return [p for p in self.parameters() if p.requires_grad and id(p) not in aux]
+
+    # ---- regime hooks (no-ops unless a method needs them) ---------------------------------------------------
+    def before_training(self) -> None:
+        """Runs once before the first epoch, inside the timed training (search, synthesis, snapshots)."""
+
+    def on_epoch_start(self, epoch: int) -> None:
+        """Runs before each epoch."""
+
+    def on_epoch_end(self, epoch: int) -> None:
+        """Runs after each epoch."""
+
+    def auxiliary_parameters(self) -> list[nn.Parameter]:
+        """Parameters with their own optimiser and loss (a discriminator, a generator)."""
+        return []
+
+    def auxiliary_optimizer(self, params: list[nn.Parameter]) -> torch.optim.Optimizer:
+        """The optimiser for `auxiliary_parameters`; Adam as in most GAN-style KD papers."""
+        return torch.optim.Adam(params, lr=1e-3)
+
+    def auxiliary_loss(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """Loss terms for the auxiliary step, taken before each main step."""
+        return {}
+
+    def tasks(self, num_classes: int) -> list[list[int]] | None:
+        """A class-incremental sequence of tasks (lists of classes), or None for ordinary training."""
+        return None
+
+    def on_task_start(self, task_index: int, classes: list[int]) -> None:
+        """Runs before training on each task of `tasks()`."""
+
+    def record_extras(self) -> dict[str, Any]:
+        """Regime-specific results to put into the record (chosen architecture, per-task accuracy, ...)."""
+        return {}
+
+    # ---- helpers for subclasses --------------------------------------------------------------------------
+    @property
+    def teachers(self) -> list[nn.Module]:
+        return self._teachers
+
+    @property
+    def teacher(self) -> nn.Module:
+        return self._teachers[0]
+
+    def teacher_outputs(self, x: torch.Tensor, index: int = 0, features: bool = False) -> Outputs:
+        """A frozen teacher's view of `x`, computed under inference mode (no autograd bookkeeping)."""
+        teacher = self._teachers[index]
+        with torch.inference_mode():
+            out = forward_with_features(teacher, x, stages=features, embedding=features)
+        return out.detached_copy()
+
+    def student_outputs(self, x: torch.Tensor) -> Outputs:
+        return forward_with_features(self.student, x)
+
+    def probe(self, model: nn.Module) -> Outputs:
+        """Feature shapes of `model` on a dummy batch, without touching its batch-norm statistics."""
+        info = self.setup.data
+        x = torch.zeros(2, info.in_chans, info.image_size, info.image_size, device=self.setup.device)
+        was_training = model.training
+        model.eval()
+        with torch.no_grad():
+            out = forward_with_features(model, x)
+        model.train(was_training)
+        return out
+
+
+def resolve_hparams(cls: type[Method], given: dict[str, Any]) -> dict[str, Any]:
+    """The method's defaults overridden by `given`; an unknown name or a value of the wrong type is an error."""
+    out = dict(cls.defaults)
+    for key, value in given.items():
+        if key not in cls.defaults:
+            raise unknown(f"hyperparameter of {cls.info.name}", key, cls.defaults)
+        default = cls.defaults[key]
+        if isinstance(default, bool) != isinstance(value, bool) or (
+            isinstance(default, (int, float)) and not isinstance(value, (int, float))
+        ):
+            raise KdbenchError(f"hyperparameter {key}={value!r} of {cls.info.name} must be like {default!r}")
+        out[key] = type(default)(value) if isinstance(default, float) else value
+    return out
+
+
+def parse_hparams(pairs: Iterable[str]) -> dict[str, Any]:
+    """`["temperature=4", "beta=8.0"]` → `{"temperature": 4, "beta": 8.0}` (values parsed as YAML)."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise KdbenchError(f"hyperparameter {pair!r} must look like name=value")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+# ---- the registry ----------------------------------------------------------------------------------------------
+METHODS: dict[str, type[Method]] = {}
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    """Class decorator: add a method to the registry under `cls.info.name`."""
+    name = cls.info.name
+    if name in METHODS and METHODS[name] is not cls:
+        raise ValueError(f"method {name!r} registered twice")
+    METHODS[name] = cls
+    return cls
+
+
+def get_method(name: str) -> type[Method]:
+    if name not in METHODS:
+        raise unknown("method", name, METHODS)
+    return METHODS[name]
+
+
+def catalogue() -> list[dict[str, Any]]:
+    """One row per registered method: its metadata and default hyperparameters."""
+    rows = []
+    for name in sorted(METHODS, key=lambda n: (_technique_rank(METHODS[n].info.technique), n)):
+        cls = METHODS[name]
+        row = {f.name: getattr(cls.info, f.name) for f in fields(MethodInfo)}
+        row["defaults"] = dict(cls.defaults)
+        rows.append(row)
+    return rows
+
+
+def _technique_rank(technique: str) -> int:
+    order = REFERENCE_ROWS + TECHNIQUES
+    return order.index(technique)

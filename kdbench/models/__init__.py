@@ -1,0 +1,7 @@
+"""Architectures: the CIFAR-style families of the KD literature, registered into timm's registry."""
+
+from kdbench.models import resnet  # noqa: F401  (registers the family)
+from kdbench.models.features import Outputs, feature_modules, forward_with_features
+from kdbench.models.registry import KDBENCH_MODELS, CifarNet, create_model, register
+
+__all__ = ["KDBENCH_MODELS", "CifarNet", "Outputs", "create_model", "feature_modules", "forward_with_features", "register"]
