@@ -1,10 +1,12 @@
 """Every technique behind one interface. Importing this package registers all methods.
 
-To add a method: write one module here with a `Method` subclass decorated with `@register_method`, and import
-it below; the CLI, the registry-parametrized tests and the grid pick it up from the registry.
+To add a method, write one module in this folder with a `Method` subclass decorated with `@register_method`:
+every module here is imported below, so the CLI, the registry-parametrized tests and the grid pick it up.
 """
 
-from kdbench.methods import attention, feature, reference, response  # noqa: F401  (registration)
+import importlib
+import pkgutil
+
 from kdbench.methods.base import (
     METHODS,
     SCHEMES,
@@ -17,6 +19,9 @@ from kdbench.methods.base import (
     parse_hparams,
     register_method,
 )
+
+for _module in pkgutil.iter_modules(__path__):
+    importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
     "METHODS", "SCHEMES", "TECHNIQUES", "Method", "MethodInfo", "Setup", "catalogue", "get_method",

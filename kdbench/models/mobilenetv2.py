@@ -11,11 +11,23 @@ import torch.nn as nn
 from kdbench.models.registry import CifarNet, init_weights, register
 
 # (expansion, channels, blocks, first stride) of each stage, before the width multiplier; `None` means T
-STAGES = ((1, 16, 1, 1), (None, 24, 2, 1), (None, 32, 3, 2), (None, 64, 4, 2), (None, 96, 3, 1), (None, 160, 3, 2), (None, 320, 1, 1))
+STAGES = (
+    (1, 16, 1, 1),
+    (None, 24, 2, 1),
+    (None, 32, 3, 2),
+    (None, 64, 4, 2),
+    (None, 96, 3, 1),
+    (None, 160, 3, 2),
+    (None, 320, 1, 1),
+)
 
 
 def conv_bn_relu(cin: int, cout: int, kernel: int, stride: int = 1, groups: int = 1) -> list[nn.Module]:
-    return [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True)]
+    return [
+        nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(inplace=True),
+    ]
 
 
 class InvertedResidual(nn.Module):
@@ -38,7 +50,9 @@ class InvertedResidual(nn.Module):
 
 
 class CifarMobileNetV2(CifarNet):
-    def __init__(self, expansion: int = 6, width_mult: float = 1.0, num_classes: int = 10, in_chans: int = 3) -> None:
+    def __init__(
+        self, expansion: int = 6, width_mult: float = 1.0, num_classes: int = 10, in_chans: int = 3
+    ) -> None:
         last = int(1280 * width_mult) if width_mult > 1.0 else 1280
         super().__init__(last, num_classes)
         cin = int(32 * width_mult)
@@ -56,7 +70,8 @@ class CifarMobileNetV2(CifarNet):
         self.conv2 = nn.Sequential(*conv_bn_relu(cin, last, 1))
         # RepDistiller's taps: the stem, then the ends of stages 1, 2, 4 and 6 (the last before each downsampling)
         self.feature_info = [dict(num_chs=int(32 * width_mult), reduction=2, module="conv1")] + [
-            dict(num_chs=widths[i], reduction=r, module=f"blocks.{i}") for i, r in ((1, 2), (2, 4), (4, 8), (6, 16))
+            dict(num_chs=widths[i], reduction=r, module=f"blocks.{i}")
+            for i, r in ((1, 2), (2, 4), (4, 8), (6, 16))
         ]
         init_weights(self)
         nn.init.normal_(self.fc.weight, 0, 0.01)

@@ -94,28 +94,37 @@ class ShuffleV2Down(nn.Module):
 
 
 class _CifarShuffleNet(CifarNet):
-    """Stem and feature_info shared by both versions; subclasses build layer1..layer3 and set `self.head`."""
+    """Stem and feature_info shared by both versions; subclasses build layer1..layer3 and set `self.conv_head`."""
 
-    def __init__(self, widths: tuple[int, int, int], num_features: int, num_classes: int, in_chans: int) -> None:
+    def __init__(
+        self, widths: tuple[int, int, int], num_features: int, num_classes: int, in_chans: int
+    ) -> None:
         super().__init__(num_features, num_classes)
         self.conv1 = nn.Conv2d(in_chans, STEM, 1, bias=False)
         self.bn1 = nn.BatchNorm2d(STEM)
         self.act1 = nn.ReLU(inplace=True)
-        self.head: nn.Module = nn.Identity()
+        self.conv_head: nn.Module = nn.Identity()
         self.feature_info = [dict(num_chs=STEM, reduction=1, module="act1")] + [
             dict(num_chs=w, reduction=2 ** (i + 1), module=f"layer{i + 1}") for i, w in enumerate(widths)
         ]
 
     def forward_features(self, x):
         x = self.act1(self.bn1(self.conv1(x)))
-        return self.head(self.layer3(self.layer2(self.layer1(x))))
+        return self.conv_head(self.layer3(self.layer2(self.layer1(x))))
 
 
 class CifarShuffleNetV1(_CifarShuffleNet):
-    def __init__(self, widths=(240, 480, 960), depths=(4, 8, 4), groups: int = 3, num_classes: int = 10, in_chans: int = 3):
+    def __init__(
+        self,
+        widths=(240, 480, 960),
+        depths=(4, 8, 4),
+        groups: int = 3,
+        num_classes: int = 10,
+        in_chans: int = 3,
+    ):
         super().__init__(widths, widths[-1], num_classes, in_chans)
         cin, stages = STEM, []
-        for i, (w, d) in enumerate(zip(widths, depths)):
+        for i, (w, d) in enumerate(zip(widths, depths, strict=True)):
             units = []
             for j in range(d):
                 units.append(ShuffleV1Unit(cin, w, 2 if j == 0 else 1, groups, first=i == 0 and j == 0))
@@ -126,14 +135,23 @@ class CifarShuffleNetV1(_CifarShuffleNet):
 
 
 class CifarShuffleNetV2(_CifarShuffleNet):
-    def __init__(self, widths=(116, 232, 464), depths=(3, 7, 3), head: int = 1024, num_classes: int = 10, in_chans: int = 3):
+    def __init__(
+        self,
+        widths=(116, 232, 464),
+        depths=(3, 7, 3),
+        head: int = 1024,
+        num_classes: int = 10,
+        in_chans: int = 3,
+    ):
         super().__init__(widths, head, num_classes, in_chans)
         cin, stages = STEM, []
-        for w, d in zip(widths, depths):
+        for w, d in zip(widths, depths, strict=True):
             stages.append(nn.Sequential(ShuffleV2Down(cin, w), *[ShuffleV2Unit(w) for _ in range(d)]))
             cin = w
         self.layer1, self.layer2, self.layer3 = stages
-        self.head = nn.Sequential(nn.Conv2d(cin, head, 1, bias=False), nn.BatchNorm2d(head), nn.ReLU(inplace=True))
+        self.conv_head = nn.Sequential(
+            nn.Conv2d(cin, head, 1, bias=False), nn.BatchNorm2d(head), nn.ReLU(inplace=True)
+        )
         init_weights(self)
 
 

@@ -33,7 +33,9 @@ class CifarVGG(CifarNet):
     def __init__(self, cfg: tuple[tuple[int, ...], ...], num_classes: int = 10, in_chans: int = 3) -> None:
         super().__init__(cfg[-1][-1], num_classes)
         cins = (in_chans,) + tuple(c[-1] for c in cfg[:-1])
-        self.block0, self.block1, self.block2, self.block3, self.block4 = (_block(i, c) for i, c in zip(cins, cfg))
+        self.block0, self.block1, self.block2, self.block3, self.block4 = (
+            _block(i, c) for i, c in zip(cins, cfg, strict=True)
+        )
         self.pool0, self.pool1, self.pool2 = (nn.MaxPool2d(2, 2) for _ in range(3))
         self.feature_info = [
             dict(num_chs=cfg[i][-1], reduction=r, module=f"block{i}") for i, r in enumerate((1, 2, 4, 8, 8))

@@ -40,7 +40,11 @@ class WideResNet(CifarNet):
         cin, stages = widths[0], []
         for i, cout in enumerate(widths[1:]):
             stride = 1 if i == 0 else 2
-            stages.append(nn.Sequential(*[PreActBlock(cin if j == 0 else cout, cout, stride if j == 0 else 1) for j in range(n)]))
+            stages.append(
+                nn.Sequential(
+                    *[PreActBlock(cin if j == 0 else cout, cout, stride if j == 0 else 1) for j in range(n)]
+                )
+            )
             cin = cout
         self.block1, self.block2, self.block3 = stages
         # the blocks are pre-activation, so the last stage's output still needs its BN + ReLU
