@@ -41,6 +41,19 @@ def _run(args: argparse.Namespace) -> None:
     print(f"record written to {record['path']}")
 
 
+def _grid(args: argparse.Namespace) -> None:
+    from kdbench.grid import all_cells, get_profile, run_grid, validate
+
+    profile = get_profile(args.grid or args.profile)
+    validate(profile)
+    if args.list:
+        for cfg in all_cells(profile):
+            print(cfg.cell_id(), cfg.method, "/".join(cfg.teachers), cfg.student, f"seed={cfg.seed}")
+        return
+    counts = run_grid(profile, args.results_dir, args.device, args.cache_dir, args.workers, not args.quiet)
+    print(json.dumps(counts))
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kdbench", description="Knowledge-distillation benchmark suite.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -67,6 +80,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data-root", help="dataset folder (default $KDBENCH_DATA or ~/.cache/kdbench/data)")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_run)
+
+    p = sub.add_parser("grid", help="run (or resume) every cell of a profile")
+    p.add_argument("--profile", default="cpu", help="smoke, cpu or paper")
+    p.add_argument("--grid", help="a grid YAML file with the profile fields (instead of --profile)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--workers", type=int, default=1, help="cells run in parallel processes")
+    p.add_argument("--results-dir", help="default results/<profile>")
+    p.add_argument("--cache-dir", help="teacher cache (default $KDBENCH_CACHE or ~/.cache/kdbench)")
+    p.add_argument("--list", action="store_true", help="print the cells and exit")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_grid)
     return parser
 
 

@@ -94,12 +94,14 @@ def fit(
     with PeakMemory(stream.device) as memory:
         start = time.perf_counter()
         method.train()
+        method.on_training_data(stream)
         method.before_training()
         tasks = method.tasks(stream.info.num_classes)
         for t, classes in enumerate(tasks or [None]):
             phase = stream
             if classes is not None:
-                phase = stream.subset(torch.isin(stream.labels, torch.tensor(classes, device=stream.device)))
+                trained = method.task_training_classes(t, tasks)
+                phase = stream.subset(torch.isin(stream.labels, torch.tensor(trained, device=stream.device)))
                 method.task_index = t
                 method.on_task_start(t, classes)
             _fit_phase(method, phase, recipe, epochs, stats, progress, desc if classes is None else f"{desc} task {t}")

@@ -112,3 +112,49 @@ def dkd_loss(
     q_t = F.softmax(teacher_logits / temperature - 1000.0 * gt, dim=1)
     nckd = F.kl_div(log_q_s, q_t, reduction="sum") * scale
     return alpha * tckd + beta * nckd
+
+
+def irg_edges(feat: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """IRG edges (Liu et al. 2019): squared Euclidean distances between the batch's instances, zero diagonal,
+    divided by the largest, as in the Caffe reference code reproduced by Knowledge-Distillation-Zoo."""
+    e = feat.flatten(1)
+    sq = e.pow(2).sum(dim=1)
+    d = (sq.unsqueeze(0) + sq.unsqueeze(1) - 2 * e @ e.t()).clamp(min=eps)
+    d = d * (1 - torch.eye(len(e), device=e.device, dtype=e.dtype))
+    return d / d.max().clamp(min=eps)
+
+
+def irg_transformation(earlier: torch.Tensor, later: torch.Tensor, eps: float = 1e-12) -> torch.Tensor:
+    """IRG transformation between two feature maps of a network: per instance, the squared distance between
+    them after average-pooling both to their common (channels, height, width), divided by the largest.
+
+    Knowledge-Distillation-Zoo pools the larger spatial map and averages adjacent channel pairs of the wider
+    one; adaptive pooling over (C, H, W) does the same for 2x widths and generalises to any pair."""
+    size = [min(a, b) for a, b in zip(earlier.shape[1:], later.shape[1:], strict=True)]
+    a = F.adaptive_avg_pool3d(earlier.unsqueeze(1), size).flatten(1)
+    b = F.adaptive_avg_pool3d(later.unsqueeze(1), size).flatten(1)
+    d = (a - b).pow(2).sum(dim=1).clamp(min=eps)
+    return d / d.max()
+
+
+def irg_loss(
+    student_layers: list[torch.Tensor],
+    teacher_layers: list[torch.Tensor],
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    vertex_weight: float = 0.1,
+    edge_weight: float = 5.0,
+    transform_weight: float = 5.0,
+) -> torch.Tensor:
+    """Instance Relationship Graph loss (Liu et al. 2019): MSE between the logits (vertices), the mean over
+    `layers` of the MSE between edge matrices, and the MSE between the IRG transformations of consecutive
+    4-D feature maps in `layers`. Weights 0.1 / 5 / 5 as Knowledge-Distillation-Zoo's IRG defaults."""
+    vertex = F.mse_loss(student_logits, teacher_logits)
+    pairs = list(zip(student_layers, teacher_layers, strict=True))
+    edge = sum(F.mse_loss(irg_edges(s), irg_edges(t)) for s, t in pairs) / len(pairs)
+    maps = [(s, t) for s, t in pairs if s.dim() == 4 and t.dim() == 4]
+    transform = sum(
+        F.mse_loss(irg_transformation(s1, s2), irg_transformation(t1, t2))
+        for (s1, t1), (s2, t2) in zip(maps, maps[1:], strict=False)
+    )
+    return vertex_weight * vertex + edge_weight * edge + transform_weight * transform

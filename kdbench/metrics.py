@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import io
 import os
 import statistics
@@ -141,3 +142,17 @@ class PeakMemory:
             self._stop.set()
             self._thread.join()
             self.peak_bytes = max(self._max, _rss_bytes()) - self._base
+
+
+def training_step_flops(method: nn.Module, batch) -> int:
+    """FLOPs of one training step per sample: the auxiliary step and the main step, forward and backward,
+    teacher inference and adapters included (the optimiser update is not counted). Runs on a copy of the
+    method so its state (buffers, running statistics, per-sample memories) is left as it was."""
+    clone = copy.deepcopy(method)
+    counter = FlopCounterMode(display=False)
+    with counter:
+        aux = clone.auxiliary_loss(batch)
+        if aux:
+            sum(aux.values()).backward()
+        sum(clone.loss_terms(batch).values()).backward()
+    return int(counter.get_total_flops()) // len(batch)

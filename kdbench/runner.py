@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import multiprocessing as mp
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -13,20 +14,23 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from tqdm.auto import tqdm
 
 from kdbench import env, metrics
 from kdbench.data import BatchStream, TensorData, load_dataset, train_val_indices
+from kdbench.data.splits import long_tailed_indices, symmetric_label_noise
 from kdbench.engine import Recipe, fit, get_recipe
 from kdbench.errors import KdbenchError
 from kdbench.methods import Setup, get_method
 from kdbench.methods.base import resolve_hparams
+from kdbench.methods.lifelong import lifelong_summary
 from kdbench.models import create_model
 from kdbench.results import SCHEMA_VERSION, write_record
-from kdbench.teachers import TeacherCache, TeacherKey
+from kdbench.teachers import CachedTeacher, TeacherCache, TeacherKey
 
 SPLIT_SEED = 0  # the training subset and validation split are the same for every seed: seeds vary init and order
 EVAL_BATCH = 1000
-TEACHER_SEED_STRIDE = 100  # teacher i of a cell with seed s is trained with seed s + 100 i
+TEACHER_SEED_STRIDE = 100  # teacher i is trained with seed (teacher_seed or the cell's seed) + 100 i
 
 
 @dataclass(frozen=True)
@@ -43,6 +47,9 @@ class RunConfig:
     teacher_epochs: int | None = None  # None: the student's
     train_subset: int | None = None  # None: the whole training split
     val_size: int = 0  # held-out validation images, taken from the training split
+    teacher_seed: int | None = None  # None: the cell's seed; a fixed value shares one teacher across seeds
+    label_noise: float = 0.0  # symmetric label noise on the training split (teachers see the same labels)
+    imbalance_ratio: float = 1.0  # long-tailed training split, largest / smallest class
     hparams: dict[str, Any] = field(default_factory=dict)
 
     def resolve(self) -> dict[str, Any]:
@@ -90,11 +97,12 @@ class Prepared:
 
 
 def prepare_data(cfg: RunConfig, recipe: Recipe, device: torch.device, data_root: str | None, seed: int) -> Prepared:
+    """The cell's training split (subset, imbalance, noise: all fixed by the config, not the seed) and test set."""
     data = _dataset(cfg.dataset, str(data_root) if data_root else None)
     train_idx, val_idx = train_val_indices(data.y_train, cfg.train_subset, cfg.val_size, SPLIT_SEED)
-    train = BatchStream(
-        data.x_train[train_idx], data.y_train[train_idx], data.info, recipe.batch_size, seed, True, device, train_idx
-    )
+    train_idx = long_tailed_indices(data.y_train, train_idx, cfg.imbalance_ratio, data.info.num_classes)
+    labels = symmetric_label_noise(data.y_train[train_idx], cfg.label_noise, data.info.num_classes, SPLIT_SEED)
+    train = BatchStream(data.x_train[train_idx], labels, data.info, recipe.batch_size, seed, True, device, train_idx)
     test = BatchStream(data.x_test, data.y_test, data.info, EVAL_BATCH, train=False, device=device)
     val = None
     if len(val_idx):
@@ -103,32 +111,74 @@ def prepare_data(cfg: RunConfig, recipe: Recipe, device: torch.device, data_root
     return Prepared(data, train, test, val)
 
 
-def _teacher(
-    cfg: RunConfig, resolved: dict, index: int, device: torch.device, cache: TeacherCache, data_root, progress: bool
-):
-    arch, seed = cfg.teachers[index], cfg.seed + TEACHER_SEED_STRIDE * index
+def teacher_key(cfg: RunConfig, index: int) -> TeacherKey:
+    """The cache key of the cell's `index`-th teacher: what determines its weights, nothing else."""
+    base_seed = cfg.seed if cfg.teacher_seed is None else cfg.teacher_seed
     recipe = get_recipe(cfg.recipe)
-    key = TeacherKey(
-        cfg.dataset, arch, json.dumps(recipe.as_dict(), sort_keys=True), resolved["teacher_epochs"],
-        cfg.train_subset, cfg.val_size, seed,
+    return TeacherKey(
+        cfg.dataset, cfg.teachers[index], json.dumps(recipe.as_dict(), sort_keys=True), cfg.resolve()["teacher_epochs"],
+        cfg.train_subset, cfg.val_size, base_seed + TEACHER_SEED_STRIDE * index,
+        label_noise=cfg.label_noise, imbalance_ratio=cfg.imbalance_ratio,
     )
-    prepared = prepare_data(cfg, recipe, device, data_root, seed)
+
+
+def get_teacher(
+    cfg: RunConfig, index: int, device: torch.device, cache: TeacherCache, data_root=None, progress: bool = True
+) -> CachedTeacher:
+    """The cell's `index`-th teacher from the cache, trained (with `baseline`, on the cell's data) if absent."""
+    key = teacher_key(cfg, index)
+    recipe = get_recipe(cfg.recipe)
+    prepared = prepare_data(cfg, recipe, device, data_root, key.seed)
     info = prepared.data.info
 
     def build():
-        torch.manual_seed(seed)
-        return create_model(arch, info.num_classes, info.in_chans)
+        torch.manual_seed(key.seed)
+        return create_model(key.arch, info.num_classes, info.in_chans)
 
     def train(model):
         setup = Setup(model, [], info, lambda name: create_model(name, info.num_classes, info.in_chans),
                       prepared.train.num_samples, key.epochs, len(prepared.train), device)
-        method = get_method("baseline")(setup)
-        stats = fit(method, prepared.train, recipe, key.epochs, progress=progress, desc=f"teacher {arch}")
+        stats = fit(get_method("baseline")(setup), prepared.train, recipe, key.epochs, progress=progress,
+                    desc=f"teacher {key.arch}")
         logits, labels = metrics.predict(model, prepared.test)
+        shape = (info.in_chans, info.image_size, info.image_size)
         return {"top1": metrics.accuracy(logits, labels), "test_logits": logits,
-                "train_time_s": stats.wall_time_s, "params": metrics.count_parameters(model)}
+                "train_time_s": stats.wall_time_s, "params": metrics.count_parameters(model),
+                "bytes": metrics.state_dict_bytes(model), "flops_per_image": metrics.flops_per_image(model, shape, device),
+                "latency_ms_b1": metrics.latency_ms(model, shape, 1, device)}
 
     return cache.get(key, build, train)
+
+
+def _warm_teacher(cfg: RunConfig, index: int, device: str, cache_dir: str, threads: int | None) -> None:
+    if threads:
+        torch.set_num_threads(threads)
+    get_teacher(cfg, index, env.resolve_device(device), TeacherCache(cache_dir), progress=False)
+
+
+def _warm_teacher_star(args: tuple) -> None:
+    _warm_teacher(*args)
+
+
+def train_teachers(cells: list[RunConfig], device: str, cache_dir: str, workers: int = 1, progress: bool = True) -> int:
+    """Train every distinct teacher the cells need, once, before the cells run; returns how many were needed."""
+    unique: dict[TeacherKey, tuple[RunConfig, int]] = {}
+    for cfg in cells:
+        for i in range(len(cfg.teachers)):
+            unique.setdefault(teacher_key(cfg, i), (cfg, i))
+    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
+    jobs = [(cfg, i, device, cache_dir, threads) for cfg, i in unique.values()]
+    bar = tqdm(total=len(jobs), desc="teachers", disable=not progress or not jobs)
+    if workers > 1 and len(jobs) > 1:
+        with mp.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
+            for _ in pool.imap_unordered(_warm_teacher_star, jobs):
+                bar.update()
+    else:
+        for job in jobs:
+            _warm_teacher_star(job)
+            bar.update()
+    bar.close()
+    return len(jobs)
 
 
 def run(
@@ -149,7 +199,7 @@ def run(
     prepared = prepare_data(cfg, recipe, dev, data_root, cfg.seed)
     info = prepared.data.info
 
-    teachers = [_teacher(cfg, resolved, i, dev, cache, data_root, progress) for i in range(len(cfg.teachers))]
+    teachers = [get_teacher(cfg, i, dev, cache, data_root, progress) for i in range(len(cfg.teachers))]
     for t in teachers:
         t.model.to(dev).eval()
     torch.manual_seed(cfg.seed)
@@ -176,6 +226,7 @@ def run(
     if task_classes:
         record["extras"]["task_classes"] = task_classes
         record["extras"]["task_accuracy"] = task_accuracy
+        record["extras"].update(lifelong_summary(task_accuracy))  # avg_accuracy, avg_forgetting
     record["path"] = str(write_record(record, results_dir))
     return record
 
@@ -193,6 +244,7 @@ def _measure(cfg, resolved, method, teachers, prepared, stats, dev, latency_repe
         "config": resolved,
         "method": cfg.method,
         "technique": method.info.technique,
+        "compare_to": method.info.compare_to,
         "techniques": list(method.info.techniques),
         "scheme": method.info.scheme,
         "teacher": cfg.teachers[0] if cfg.teachers else None,
@@ -211,8 +263,12 @@ def _measure(cfg, resolved, method, teachers, prepared, stats, dev, latency_repe
         "agreement": metrics.agreement(logits, teacher_logits) if teacher_logits is not None else None,
         "student_params": metrics.count_parameters(model),
         "teacher_params": metrics.count_parameters(teachers[0].model) if teachers else None,
+        "teacher_bytes": teachers[0].meta["bytes"] if teachers else None,
+        "teacher_flops_per_image": teachers[0].meta["flops_per_image"] if teachers else None,
+        "teacher_latency_ms_b1": teachers[0].meta["latency_ms_b1"] if teachers else None,
         "extra_params": method.extra_parameters(),
         "flops_per_image": metrics.flops_per_image(model, shape, dev),
+        "train_flops_per_sample": metrics.training_step_flops(method, next(iter(prepared.train.epoch(0)))),
         "deployable_bytes": method.deployable_size_bytes() or metrics.state_dict_bytes(model),
         "latency_ms_b1": metrics.latency_ms(model, shape, 1, dev, repeats=latency_repeats),
         "latency_ms_b256": metrics.latency_ms(model, shape, 256, dev, repeats=max(3, latency_repeats // 3),

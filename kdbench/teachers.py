@@ -33,7 +33,8 @@ class TeacherKey:
     train_subset: int | None
     val_size: int
     seed: int
-    modality: str = "image"
+    label_noise: float = 0.0
+    imbalance_ratio: float = 1.0
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:20]

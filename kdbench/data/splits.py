@@ -42,3 +42,32 @@ def train_val_indices(
         return remaining.sort().values, val
     train = remaining[stratified_indices(labels[remaining], train_subset, gen)]
     return train, val
+
+
+def symmetric_label_noise(labels: torch.Tensor, rate: float, num_classes: int, seed: int) -> torch.Tensor:
+    """Replace a `rate` fraction of labels with a uniformly drawn *different* class (symmetric noise)."""
+    if not 0.0 <= rate < 1.0:
+        raise KdbenchError(f"label noise must be in [0, 1), got {rate}")
+    if rate == 0:
+        return labels
+    gen = torch.Generator().manual_seed(20_011 * seed + 7)
+    flip = torch.rand(len(labels), generator=gen) < rate
+    shift = torch.randint(1, num_classes, (len(labels),), generator=gen)
+    return torch.where(flip, (labels + shift) % num_classes, labels)
+
+
+def long_tailed_indices(labels: torch.Tensor, indices: torch.Tensor, ratio: float, num_classes: int) -> torch.Tensor:
+    """Keep an exponentially decaying share of each class (Cui et al. 2019): class c keeps
+    n_max · ratio^(-c / (C - 1)) of its samples, so the largest class has `ratio` times the smallest."""
+    if ratio < 1:
+        raise KdbenchError(f"imbalance ratio must be at least 1, got {ratio}")
+    if ratio == 1:
+        return indices
+    sub = labels[indices]
+    n_max = int(torch.bincount(sub, minlength=num_classes).max())
+    keep = []
+    for c in range(num_classes):
+        members = indices[sub == c]
+        count = max(1, int(n_max * ratio ** (-c / (num_classes - 1))))
+        keep.append(members[:count])
+    return torch.cat(keep).sort().values

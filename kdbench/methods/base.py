@@ -9,8 +9,9 @@ sums the named terms; every other regime plugs in through the hooks below, each 
 - no teacher (self): set `MethodInfo.teachers = 0`;
 - no real inputs (data-free): never read `batch.x`; synthesise in `before_training` or per step;
 - an adversary or generator with its own optimiser: `auxiliary_parameters` + `auxiliary_loss`;
-- a sequence of tasks (lifelong): `tasks()` and `on_task_start()`;
-- a search phase (NAS): `before_training()` picks and builds the student;
+- a sequence of tasks (lifelong): `tasks()`, `on_task_start()` (and `task_training_classes()` for a joint bound);
+- a search phase (NAS): `before_training()` picks and builds the student, scoring it on batches that
+  `on_training_data()` handed over (which also serves estimates such as EWC's Fisher information);
 - a fake-quantized student: wrap it in `__init__`, convert it in `deployable()`.
 """
 
@@ -25,7 +26,7 @@ import torch.nn as nn
 import yaml
 
 from kdbench.data.catalog import DatasetInfo
-from kdbench.data.loader import Batch
+from kdbench.data.loader import Batch, BatchStream
 from kdbench.errors import KdbenchError, check_choice, unknown
 from kdbench.models.features import Outputs, forward_with_features
 
@@ -63,6 +64,7 @@ class MethodInfo:
     teachers: int = 1  # frozen teachers needed: 0 (none), 1, or 2+ (at least that many)
     summary: str = ""
     also_represents: tuple[str, ...] = ()  # further Table 4 rows it stands for (kd is also "Offline Distillation")
+    compare_to: str = "baseline"  # the method whose accuracy its boost is measured against (same student, seed)
 
     def __post_init__(self) -> None:
         for technique in (self.technique, *self.also_represents):
@@ -128,6 +130,11 @@ class Method(nn.Module):
         return [p for p in self.parameters() if p.requires_grad and id(p) not in aux]
 
     # ---- regime hooks (no-ops unless a method needs them) ---------------------------------------------------
+    def on_training_data(self, stream: BatchStream) -> None:
+        """Runs once before `before_training`, handing over the whole training stream, for work that needs
+        real samples outside the step loop (a search proxy's batches, a Fisher estimate on a finished task).
+        Training itself happens only in `loss_terms`; data-free methods leave this alone."""
+
     def before_training(self) -> None:
         """Runs once before the first epoch, inside the timed training (search, synthesis, snapshots)."""
 
@@ -152,6 +159,11 @@ class Method(nn.Module):
     def tasks(self, num_classes: int) -> list[list[int]] | None:
         """A class-incremental sequence of tasks (lists of classes), or None for ordinary training."""
         return None
+
+    def task_training_classes(self, task_index: int, tasks: list[list[int]]) -> list[int]:
+        """The classes whose samples are trained on during task `task_index`: that task's own by default (a
+        joint-training upper bound returns every class seen so far)."""
+        return tasks[task_index]
 
     def on_task_start(self, task_index: int, classes: list[int]) -> None:
         """Runs before training on each task of `tasks()`."""

@@ -1,0 +1,318 @@
+"""The fixed teacher/student grid: profiles, the cells they expand to, and resumable execution.
+
+A profile names a dataset, teacher/student pairs, seeds, a training budget and the methods to run. It expands
+to cells (one `RunConfig` each); a cell whose record exists is skipped, so a killed run resumes where it
+stopped. Teachers are trained first, once per key, and shared by every cell through the teacher cache.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import multiprocessing as mp
+import os
+import traceback
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+from tqdm.auto import tqdm
+
+from kdbench.errors import KdbenchError, unknown
+from kdbench.methods import METHODS, get_method
+from kdbench.results import atomic_write_text, read_record, record_path, write_record
+from kdbench.runner import RunConfig, default_cache_dir, run, train_teachers
+
+
+@dataclass(frozen=True)
+class Pair:
+    teacher: str
+    student: str
+    kind: str = "same-family"  # or "different-family"
+
+
+@dataclass(frozen=True)
+class Robustness:
+    """The "beyond compression" sweep (after Sarfraz et al.): label noise and class imbalance on the first pair."""
+
+    methods: tuple[str, ...] = ("baseline", "kd")
+    label_noise: tuple[float, ...] = (0.0, 0.2, 0.4)
+    imbalance: tuple[float, ...] = (1.0, 10.0, 100.0)
+
+
+@dataclass(frozen=True)
+class Profile:
+    name: str
+    description: str
+    dataset: str
+    pairs: tuple[Pair, ...]
+    seeds: tuple[int, ...]
+    epochs: int
+    teacher_epochs: int
+    train_subset: int | None
+    recipe: str = "cpu"
+    methods: tuple[str, ...] | None = None  # None: every registered method
+    teacher_seed: int | None = 0  # one teacher per architecture, shared by all seeds (as RepDistiller does)
+    extra_teachers: tuple[str, ...] = ()  # further teachers for methods that need several
+    hparams: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-method overrides
+    robustness: Robustness | None = None
+    meaningful: bool = True  # False: a plumbing check whose numbers mean nothing
+
+    def method_names(self) -> list[str]:
+        names = list(self.methods) if self.methods is not None else sorted(METHODS)
+        for name in list(names):  # every method's comparison reference runs too
+            ref = get_method(name).info.compare_to
+            if ref not in names:
+                names.append(ref)
+        return names
+
+
+def _cell(profile: Profile, method: str, pair: Pair, seed: int, **overrides: Any) -> RunConfig:
+    needed = get_method(method).info.teachers
+    teachers = (pair.teacher, *profile.extra_teachers)[: max(needed, 1)]
+    if len(teachers) < needed:
+        raise KdbenchError(f"method {method!r} needs {needed} teachers; add extra_teachers to profile {profile.name!r}")
+    return RunConfig(
+        method=method, student=pair.student, teachers=teachers, dataset=profile.dataset, seed=seed,
+        recipe=profile.recipe, epochs=profile.epochs, teacher_epochs=profile.teacher_epochs,
+        train_subset=profile.train_subset, teacher_seed=profile.teacher_seed,
+        hparams=dict(profile.hparams.get(method, {})), **overrides,
+    )
+
+
+def main_cells(profile: Profile) -> list[RunConfig]:
+    return [_cell(profile, m, p, s) for p in profile.pairs for m in profile.method_names() for s in profile.seeds]
+
+
+def robustness_cells(profile: Profile) -> list[RunConfig]:
+    if profile.robustness is None:
+        return []
+    rob, pair = profile.robustness, profile.pairs[0]
+    cells = []
+    for method in rob.methods:
+        for seed in profile.seeds:
+            cells += [_cell(profile, method, pair, seed, label_noise=n) for n in rob.label_noise if n > 0]
+            cells += [_cell(profile, method, pair, seed, imbalance_ratio=r) for r in rob.imbalance if r > 1]
+    return cells
+
+
+def all_cells(profile: Profile) -> list[RunConfig]:
+    return main_cells(profile) + robustness_cells(profile)
+
+
+# ---- profiles --------------------------------------------------------------------------------------------------
+PROFILES: dict[str, Profile] = {
+    "smoke": Profile(
+        name="smoke",
+        description="Every method once on a tiny subset for one epoch: checks the plumbing, numbers mean nothing.",
+        dataset="fashion-mnist",
+        pairs=(Pair("cifar_resnet14", "cifar_resnet8"),),
+        seeds=(0,),
+        epochs=1,
+        teacher_epochs=1,
+        train_subset=256,
+        extra_teachers=("cifar_wrn_16_1",),
+        robustness=Robustness(methods=("baseline",), label_noise=(0.0, 0.2), imbalance=(1.0, 10.0)),
+        meaningful=False,
+    ),
+    "cpu": Profile(
+        name="cpu",
+        description=(
+            "The default main job, sized to finish in under 90 minutes on 2 CPU cores from a cold start: bundled "
+            "Fashion-MNIST, a same-family and a different-family pair sharing the resnet8 student, 3 seeds."
+        ),
+        dataset="fashion-mnist",
+        pairs=(Pair("cifar_resnet20", "cifar_resnet8"), Pair("cifar_vgg8", "cifar_resnet8", "different-family")),
+        seeds=(0, 1, 2),
+        epochs=3,
+        teacher_epochs=12,
+        train_subset=4000,
+        extra_teachers=("cifar_wrn_16_2",),
+        robustness=Robustness(methods=("baseline", "kd", "pskd")),
+    ),
+    "paper": Profile(
+        name="paper",
+        description="CIFAR-100 with the standard benchmark pairs and the 240-epoch recipe; needs a GPU and the data.",
+        dataset="cifar100",
+        pairs=(
+            Pair("cifar_resnet56", "cifar_resnet20"),
+            Pair("cifar_resnet110", "cifar_resnet32"),
+            Pair("cifar_resnet32x4", "cifar_resnet8x4"),
+            Pair("cifar_wrn_40_2", "cifar_wrn_16_2"),
+            Pair("cifar_vgg13", "cifar_vgg8"),
+            Pair("cifar_vgg13", "cifar_mobilenetv2", "different-family"),
+            Pair("cifar_resnet32x4", "cifar_shufflenetv1", "different-family"),
+            Pair("cifar_resnet32x4", "cifar_shufflenetv2", "different-family"),
+        ),
+        seeds=(0, 1, 2),
+        epochs=240,
+        teacher_epochs=240,
+        train_subset=None,
+        recipe="cifar",
+        extra_teachers=("cifar_wrn_40_2",),
+    ),
+}
+
+_PAIR_FIELDS = {f.name for f in dataclasses.fields(Pair)}
+_ROBUSTNESS_FIELDS = {f.name for f in dataclasses.fields(Robustness)}
+
+
+def get_profile(name_or_path: str) -> Profile:
+    """A built-in profile by name, or a user grid from a YAML file with the same fields."""
+    if name_or_path in PROFILES:
+        return PROFILES[name_or_path]
+    if name_or_path.endswith((".yaml", ".yml")):
+        return load_profile(name_or_path)
+    raise unknown("profile", name_or_path, PROFILES)
+
+
+def _check_fields(where: str, given: Iterable[str], valid: set[str], required: set[str]) -> None:
+    given = set(given)
+    for name in sorted(given - valid):
+        raise KdbenchError(f"{where}: unknown field {name!r}; valid fields: {', '.join(sorted(valid))}")
+    for name in sorted(required - given):
+        raise KdbenchError(f"{where}: missing required field {name!r}")
+
+
+def load_profile(path: str | Path) -> Profile:
+    """Read a grid YAML file (fields as `Profile`); every field is checked before anything runs."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except OSError as exc:
+        raise KdbenchError(f"cannot read grid file {path}: {exc.strerror}") from None
+    except yaml.YAMLError as exc:
+        raise KdbenchError(f"grid file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
+    if not isinstance(raw, dict):
+        raise KdbenchError(f"grid file {path} must hold a mapping of profile fields")
+    fields = {f.name: f for f in dataclasses.fields(Profile)}
+    required = {n for n, f in fields.items() if f.default is dataclasses.MISSING and
+                f.default_factory is dataclasses.MISSING and n not in ("name", "description")}
+    _check_fields(str(path), raw, set(fields), required)
+    try:
+        pairs = []
+        for i, p in enumerate(raw["pairs"]):
+            _check_fields(f"{path}: pairs[{i}]", p, _PAIR_FIELDS, {"teacher", "student"})
+            pairs.append(Pair(**p))
+        rob = raw.get("robustness")
+        if rob is not None:
+            _check_fields(f"{path}: robustness", rob, _ROBUSTNESS_FIELDS, set())
+            rob = Robustness(**{k: tuple(v) for k, v in rob.items()})
+        profile = Profile(
+            **{**raw, "name": raw.get("name", path.stem), "description": raw.get("description", f"user grid {path}"),
+               "pairs": tuple(pairs), "seeds": tuple(int(s) for s in raw["seeds"]), "robustness": rob,
+               "methods": tuple(raw["methods"]) if raw.get("methods") is not None else None,
+               "extra_teachers": tuple(raw.get("extra_teachers", ()))}
+        )
+    except (TypeError, ValueError, AttributeError) as exc:
+        raise KdbenchError(f"grid file {path}: bad value ({exc})") from None
+    validate(profile)
+    return profile
+
+
+def validate(profile: Profile) -> None:
+    """Resolve every cell now, so a bad method, model, dataset or value fails before any training."""
+    from kdbench.data import DATASETS
+    from kdbench.models import create_model
+
+    if profile.dataset not in DATASETS:
+        raise unknown("dataset", profile.dataset, DATASETS)
+    for arch in {p.teacher for p in profile.pairs} | {p.student for p in profile.pairs} | set(profile.extra_teachers):
+        create_model(arch, 10, 1)
+    for cfg in all_cells(profile):
+        cfg.resolve()
+
+
+# ---- execution -------------------------------------------------------------------------------------------------
+def results_root() -> Path:
+    """$KDBENCH_RESULTS, else the checkout's results/ (so notebooks opened from notebooks/ find it), else ./results."""
+    if os.environ.get("KDBENCH_RESULTS"):
+        return Path(os.environ["KDBENCH_RESULTS"])
+    checkout = Path(__file__).resolve().parents[1]
+    return checkout / "results" if (checkout / "run_all.py").exists() else Path("results")
+
+
+def results_dir_for(profile: str, results_dir: str | Path | None = None) -> Path:
+    return Path(results_dir) if results_dir else results_root() / Path(profile).stem
+
+def is_finished(cfg: RunConfig, results_dir: str | Path) -> bool:
+    path = record_path(results_dir, cfg.cell_id())
+    if not path.exists():
+        return False
+    try:
+        return read_record(path).get("status") in ("ok", "failed")
+    except (OSError, ValueError):
+        return False  # unreadable: run it again (the atomic writer never leaves one, but a user might)
+
+
+def _failed_record(cfg: RunConfig, exc: BaseException) -> dict[str, Any]:
+    return {
+        "schema": 1, "status": "failed", "cell_id": cfg.cell_id(), "config": cfg.resolve(), "method": cfg.method,
+        "technique": get_method(cfg.method).info.technique, "teacher": cfg.teachers[0] if cfg.teachers else None,
+        "student": cfg.student, "dataset": cfg.dataset, "seed": cfg.seed, "epochs": cfg.resolve()["epochs"],
+        "error": f"{type(exc).__name__}: {exc}", "failed_step": getattr(exc, "step", None),
+        "traceback": traceback.format_exc(limit=8),
+    }
+
+
+def run_cell(cfg: RunConfig, results_dir: str, device: str, cache_dir: str, threads: int | None = None) -> str:
+    """Run one cell; a failure inside the method is recorded as a failed cell instead of stopping the grid."""
+    if threads:
+        import torch
+
+        torch.set_num_threads(threads)
+    try:
+        run(cfg, device=device, results_dir=results_dir, cache_dir=cache_dir, progress=False)
+        return "ok"
+    except KdbenchError:
+        raise
+    except Exception as exc:  # a diverged loss or a bug in one method must not take the grid down
+        write_record(_failed_record(cfg, exc), results_dir)
+        return "failed"
+
+
+def _run_cell_star(args: tuple) -> str:
+    return run_cell(*args)
+
+
+def run_grid(
+    profile: Profile | str,
+    results_dir: str | Path | None = None,
+    device: str = "cpu",
+    cache_dir: str | Path | None = None,
+    workers: int = 1,
+    progress: bool = True,
+    cells: list[RunConfig] | None = None,
+) -> dict[str, int]:
+    """Run every unfinished cell of the profile (or the given cells); returns counts of ok/failed/skipped."""
+    profile = get_profile(profile) if isinstance(profile, str) else profile
+    results_dir = str(results_dir_for(profile.name, results_dir))
+    cache_dir = str(cache_dir or default_cache_dir())
+    cells = all_cells(profile) if cells is None else cells
+    todo = [c for c in cells if not is_finished(c, results_dir)]
+    counts = {"ok": 0, "failed": 0, "skipped": len(cells) - len(todo)}
+    train_teachers(todo, device=device, cache_dir=cache_dir, workers=workers, progress=progress)
+    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
+    jobs = [(c, results_dir, device, cache_dir, threads) for c in todo]
+    bar = tqdm(total=len(todo), desc=f"grid {profile.name}", disable=not progress)
+    if workers > 1:
+        with mp.get_context("spawn").Pool(workers) as pool:
+            for status in pool.imap_unordered(_run_cell_star, jobs):
+                counts[status] += 1
+                bar.update()
+    else:
+        for job in jobs:
+            counts[_run_cell_star(job)] += 1
+            bar.update()
+    bar.close()
+    atomic_write_text(Path(results_dir) / "grid.yaml", yaml.safe_dump(profile_summary(profile), sort_keys=False))
+    return counts
+
+
+def profile_summary(profile: Profile) -> dict[str, Any]:
+    """The profile as plain data, for the README and for results/<profile>/grid.yaml."""
+    out = dataclasses.asdict(profile)
+    out["methods"] = profile.method_names()
+    out["cells"] = len(all_cells(profile))
+    return out
