@@ -54,6 +54,13 @@ def _grid(args: argparse.Namespace) -> None:
     print(json.dumps(counts))
 
 
+def _readme(args: argparse.Namespace) -> None:
+    from kdbench import readme
+
+    changed = readme.update(args.root)
+    print("README.md updated" if changed else "README.md already up to date")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="kdbench", description="Knowledge-distillation benchmark suite.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -91,6 +98,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--list", action="store_true", help="print the cells and exit")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_grid)
+
+    p = sub.add_parser("readme", help="regenerate README.md's method, profile and Table 4 sections")
+    p.add_argument("--root", default=".", help="the checkout holding README.md and results/")
+    p.set_defaults(func=_readme)
     return parser
 
 

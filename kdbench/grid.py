@@ -52,6 +52,7 @@ class Profile:
     teacher_epochs: int
     train_subset: int | None
     recipe: str = "cpu"
+    test_subset: int | None = None  # None: the full test set
     methods: tuple[str, ...] | None = None  # None: every registered method
     teacher_seed: int | None = 0  # one teacher per architecture, shared by all seeds (as RepDistiller does)
     extra_teachers: tuple[str, ...] = ()  # further teachers for methods that need several
@@ -76,7 +77,7 @@ def _cell(profile: Profile, method: str, pair: Pair, seed: int, **overrides: Any
     return RunConfig(
         method=method, student=pair.student, teachers=teachers, dataset=profile.dataset, seed=seed,
         recipe=profile.recipe, epochs=profile.epochs, teacher_epochs=profile.teacher_epochs,
-        train_subset=profile.train_subset, teacher_seed=profile.teacher_seed,
+        train_subset=profile.train_subset, teacher_seed=profile.teacher_seed, test_subset=profile.test_subset,
         hparams=dict(profile.hparams.get(method, {})), **overrides,
     )
 
@@ -112,6 +113,7 @@ PROFILES: dict[str, Profile] = {
         epochs=1,
         teacher_epochs=1,
         train_subset=256,
+        test_subset=500,
         extra_teachers=("cifar_wrn_16_1",),
         robustness=Robustness(methods=("baseline",), label_noise=(0.0, 0.2), imbalance=(1.0, 10.0)),
         meaningful=False,

@@ -18,7 +18,7 @@ from tqdm.auto import tqdm
 
 from kdbench import env, metrics
 from kdbench.data import BatchStream, TensorData, load_dataset, train_val_indices
-from kdbench.data.splits import long_tailed_indices, symmetric_label_noise
+from kdbench.data.splits import long_tailed_indices, stratified_indices, symmetric_label_noise
 from kdbench.engine import Recipe, fit, get_recipe
 from kdbench.errors import KdbenchError
 from kdbench.methods import Setup, get_method
@@ -50,6 +50,7 @@ class RunConfig:
     teacher_seed: int | None = None  # None: the cell's seed; a fixed value shares one teacher across seeds
     label_noise: float = 0.0  # symmetric label noise on the training split (teachers see the same labels)
     imbalance_ratio: float = 1.0  # long-tailed training split, largest / smallest class
+    test_subset: int | None = None  # None: the whole test set (a stratified subset only for plumbing checks)
     hparams: dict[str, Any] = field(default_factory=dict)
 
     def resolve(self) -> dict[str, Any]:
@@ -103,7 +104,10 @@ def prepare_data(cfg: RunConfig, recipe: Recipe, device: torch.device, data_root
     train_idx = long_tailed_indices(data.y_train, train_idx, cfg.imbalance_ratio, data.info.num_classes)
     labels = symmetric_label_noise(data.y_train[train_idx], cfg.label_noise, data.info.num_classes, SPLIT_SEED)
     train = BatchStream(data.x_train[train_idx], labels, data.info, recipe.batch_size, seed, True, device, train_idx)
-    test = BatchStream(data.x_test, data.y_test, data.info, EVAL_BATCH, train=False, device=device)
+    test_idx = torch.arange(len(data.y_test))
+    if cfg.test_subset is not None:
+        test_idx = stratified_indices(data.y_test, cfg.test_subset, torch.Generator().manual_seed(SPLIT_SEED)).sort().values
+    test = BatchStream(data.x_test[test_idx], data.y_test[test_idx], data.info, EVAL_BATCH, train=False, device=device)
     val = None
     if len(val_idx):
         val = BatchStream(data.x_train[val_idx], data.y_train[val_idx], data.info, EVAL_BATCH, train=False,
@@ -118,7 +122,7 @@ def teacher_key(cfg: RunConfig, index: int) -> TeacherKey:
     return TeacherKey(
         cfg.dataset, cfg.teachers[index], json.dumps(recipe.as_dict(), sort_keys=True), cfg.resolve()["teacher_epochs"],
         cfg.train_subset, cfg.val_size, base_seed + TEACHER_SEED_STRIDE * index,
-        label_noise=cfg.label_noise, imbalance_ratio=cfg.imbalance_ratio,
+        label_noise=cfg.label_noise, imbalance_ratio=cfg.imbalance_ratio, test_subset=cfg.test_subset,
     )
 
 

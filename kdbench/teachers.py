@@ -35,6 +35,7 @@ class TeacherKey:
     seed: int
     label_noise: float = 0.0
     imbalance_ratio: float = 1.0
+    test_subset: int | None = None  # the cached test logits are for this test set
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:20]

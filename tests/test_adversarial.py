@@ -24,14 +24,14 @@ def test_discriminator_loss_falls_on_separable_inputs():
     def total() -> torch.Tensor:
         return sum(discriminator_loss(d, real, fake).values())
 
-    start = float(total())
+    start = total().item()
     for _ in range(150):
         opt.zero_grad()
         total().backward()
         opt.step()
-    end = float(total())
+    end = total().item()
     assert end < 0.2 * start, (start, end)
-    assert float(generator_loss(d, fake)) > float(generator_loss(d, real))  # fooling it is now hard for fakes
+    assert generator_loss(d, fake).item() > generator_loss(d, real).item()  # fooling it is now hard for fakes
 
 
 def _method(fashion, tiny_stream):

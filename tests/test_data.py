@@ -5,8 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from kdbench.data import BatchStream, load_dataset, train_val_indices
-from kdbench.data import catalog
+from kdbench.data import BatchStream, catalog, load_dataset, train_val_indices
 from kdbench.data.loader import random_crop_flip
 from kdbench.errors import KdbenchError
 

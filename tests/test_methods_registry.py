@@ -6,7 +6,6 @@ from __future__ import annotations
 import math
 
 import pytest
-import torch
 
 from kdbench.engine import RECIPES, fit
 from kdbench.methods import METHODS, TECHNIQUES, catalogue, get_method

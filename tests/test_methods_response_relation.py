@@ -174,11 +174,11 @@ def test_distillation_term_vanishes_when_the_student_is_the_teacher(name, term, 
     cls = get_method(name)
 
     other = cls(setup).eval()
-    assert float(other.loss_terms(batch)[term]) > 1e-4  # a different student: a real distillation signal
+    assert other.loss_terms(batch)[term].item() > 1e-4  # a different student: a real distillation signal
 
     setup.student.load_state_dict(setup.teachers[0].state_dict())
     same = cls(setup).eval()  # eval mode: student and teacher use the same batch-norm statistics
-    assert float(same.loss_terms(batch)[term]) == pytest.approx(0.0, abs=1e-5)
+    assert same.loss_terms(batch)[term].item() == pytest.approx(0.0, abs=1e-5)
 
 
 def test_relation_methods_use_the_documented_features(fashion, tiny_stream):

@@ -115,6 +115,8 @@ def test_fake_quantized_deployable_does_not_learn_from_evaluation(fashion, tiny_
     before = {k: v.clone() for k, v in model.state_dict().items()}
     metrics.predict(model, tiny_stream)
     assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert method.extra_parameters() == 0  # the cached deployed copy is not a submodule counted twice
+    assert [name for name, _ in method.named_children()] == ["student"]
     assert method.record_extras()["bits"] == 4 and not method.record_extras()["int8_kernels"]
 
 

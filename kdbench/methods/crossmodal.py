@@ -54,7 +54,7 @@ class ModalityStudent(Method):
         if self.hp["modality"] == "profile":
             (length,) = modality_shape("profile", setup.data)
             self.student = ProfileMLP(length, setup.data.num_classes).to(setup.device)
-        self.student_arch = getattr(self.student, "arch", type(self.student).__name__)
+        self.student_arch = getattr(self.student, "arch", f"configured student ({type(self.student).__name__})")
 
     def deployable(self) -> nn.Module:
         return nn.Sequential(self.transform, self.student)

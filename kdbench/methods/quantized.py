@@ -131,10 +131,10 @@ class _QuantizedStudent(Method):
         example = torch.zeros(2, info.in_chans, info.image_size, info.image_size, device=device)
         self.student = prepare_student(setup.student, example, self.hp["bits"], self.hp["ends_bits"])
         self._shape = tuple(example.shape[1:])
-        self._deployed: nn.Module | None = None
+        self._deployed: dict[str, nn.Module] = {}  # a plain dict: a cached copy must not become a submodule
 
     def student_logits(self, x: torch.Tensor) -> torch.Tensor:
-        self._deployed = None  # a training step follows: the converted model goes stale
+        self._deployed.clear()  # a training step follows: the converted model goes stale
         return self.student(x)
 
     # ---- what is deployed ------------------------------------------------------------------------------------
@@ -153,13 +153,13 @@ class _QuantizedStudent(Method):
             return convert_fx(copy.deepcopy(self.student).cpu().eval())
 
     def deployable(self) -> nn.Module:
-        if self._deployed is None:
+        if "model" not in self._deployed:
             if self.hp["bits"] == 8:
                 model = self.int8()
-                self._deployed = model if self.setup.device.type == "cpu" else OnCpu(model)
+                self._deployed["model"] = model if self.setup.device.type == "cpu" else OnCpu(model)
             else:
-                self._deployed = self.fake_quantized()
-        return self._deployed
+                self._deployed["model"] = self.fake_quantized()
+        return self._deployed["model"]
 
     def extra_parameters(self) -> int:
         # the int8 model has packed weights and no `parameters()`: count against the QAT student instead

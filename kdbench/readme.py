@@ -1,0 +1,60 @@
+"""Keep README.md's generated sections (method table, profiles, measured Table 4) in sync with the code and
+the committed results: the text between `<!-- NAME:start -->` and `<!-- NAME:end -->` is replaced."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pandas as pd
+
+from kdbench import grid, tables
+from kdbench.methods import catalogue
+from kdbench.results import atomic_write_text
+
+
+def methods_section() -> str:
+    rows = [{"method": f"`{r['name']}`", "technique": r["technique"], "scheme": r["scheme"],
+             "knowledge": r["knowledge"], "reference": r["reference"]} for r in catalogue()]
+    return tables.to_markdown(pd.DataFrame(rows))
+
+
+def profiles_section() -> str:
+    rows = []
+    for p in grid.PROFILES.values():
+        rows.append({
+            "profile": f"`{p.name}`", "dataset": p.dataset,
+            "pairs (teacher→student)": "; ".join(f"{x.teacher}→{x.student}" for x in p.pairs),
+            "seeds": len(p.seeds), "student epochs": p.epochs, "teacher epochs": p.teacher_epochs,
+            "train images": p.train_subset or "all", "test images": p.test_subset or "all",
+            "cells": len(grid.all_cells(p)), "what for": p.description,
+        })
+    return tables.to_markdown(pd.DataFrame(rows))
+
+
+def table4_section(results_dir: Path) -> str:
+    path = results_dir / "tables" / "table4.md"
+    if not path.exists():
+        return f"_No results yet: run `python run_all.py --profile {results_dir.name}`._"
+    run_md = results_dir / "README.md"
+    source = run_md.read_text().splitlines()[4:7] if run_md.exists() else []
+    return "\n".join([*(line for line in source if line.startswith("- ")), "", path.read_text().strip()])
+
+
+def render(readme: str, root: Path) -> str:
+    sections = {"methods": methods_section(), "profiles": profiles_section(),
+                "table4": table4_section(root / "results" / "cpu")}
+    for name, body in sections.items():
+        pattern = re.compile(rf"(<!-- {name}:start -->\n)(?:.*?\n)?(<!-- {name}:end -->)", re.S)
+        readme = pattern.sub(lambda m, body=body: f"{m.group(1)}{body}\n{m.group(2)}", readme)
+    return readme
+
+
+def update(root: str | Path = ".") -> bool:
+    """Rewrite README.md's generated sections; returns whether anything changed."""
+    path = Path(root) / "README.md"
+    old = path.read_text()
+    new = render(old, Path(root))
+    if new != old:
+        atomic_write_text(path, new)
+    return new != old

@@ -1,0 +1,108 @@
+"""Profiles, user grids, the README's generated sections, and the whole smoke pipeline through papermill."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import nbformat
+import pytest
+
+import run_all
+from kdbench import grid, readme, results, tables
+from kdbench.errors import KdbenchError
+from kdbench.methods import METHODS, TECHNIQUES
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.parametrize("name", sorted(grid.PROFILES))
+def test_builtin_profiles_resolve(name):
+    profile = grid.PROFILES[name]
+    grid.validate(profile)
+    assert set(profile.method_names()) == set(METHODS)  # every registered method runs in every profile
+
+
+def test_cpu_profile_meets_its_brief():
+    cpu = grid.PROFILES["cpu"]
+    assert len(cpu.seeds) >= 3 and len(cpu.pairs) >= 2 and cpu.test_subset is None
+    assert {p.kind for p in cpu.pairs} == {"same-family", "different-family"}
+    covered = {t for m in cpu.method_names() for t in METHODS[m].info.techniques}
+    assert set(TECHNIQUES) <= covered
+
+
+def test_cells_are_distinct_and_include_references():
+    cells = grid.all_cells(grid.PROFILES["cpu"])
+    ids = [c.cell_id() for c in cells]
+    assert len(ids) == len(set(ids))
+    assert any(c.label_noise == 0.4 for c in cells) and any(c.imbalance_ratio == 100 for c in cells)
+
+
+def _write(tmp_path, text: str) -> str:
+    path = tmp_path / "g.yaml"
+    path.write_text(text)
+    return str(path)
+
+
+GOOD = """dataset: fashion-mnist
+pairs: [{teacher: cifar_resnet14, student: cifar_resnet8}]
+seeds: [0]
+epochs: 1
+teacher_epochs: 1
+train_subset: 64
+methods: [kd]
+"""
+
+
+def test_user_grid_yaml(tmp_path):
+    profile = grid.load_profile(_write(tmp_path, GOOD))
+    assert profile.name == "g" and profile.method_names() == ["kd", "baseline"]
+
+
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        (GOOD.replace("seeds: [0]\n", ""), "missing required field 'seeds'"),
+        (GOOD.replace("epochs: 1\n", "epocs: 1\n"), "unknown field 'epocs'"),
+        (GOOD.replace("methods: [kd]", "methods: [kdd]"), "unknown method 'kdd'"),
+        (GOOD.replace("cifar_resnet14", "cifar_resnet15"), "unknown model 'cifar_resnet15'"),
+        (GOOD.replace("fashion-mnist", "svhn"), "unknown dataset 'svhn'"),
+        (GOOD.replace("{teacher:", "{teachr:"), "unknown field 'teachr'"),
+        (GOOD.replace("epochs: 1\n", "epochs: 0\n"), "at least 1"),
+        ("- just\n- a list\n", "must hold a mapping"),
+        ("pairs: [\n", "not valid YAML"),
+    ],
+)
+def test_bad_user_grid_is_one_clear_error(tmp_path, text, message):
+    with pytest.raises(KdbenchError, match=message):
+        grid.load_profile(_write(tmp_path, text))
+
+
+def test_readme_generated_sections_are_current():
+    text = (ROOT / "README.md").read_text()
+    assert readme.render(text, ROOT) == text, "run `kdbench readme` and commit README.md"
+
+
+def test_mean_ci_by_hand():
+    mean, half, n = tables.mean_ci([1.0, 2.0, 3.0])
+    assert (mean, n) == (2.0, 3) and half == pytest.approx(4.303 * 1.0 / 3**0.5)
+
+
+def test_run_all_smoke_end_to_end(tmp_path):
+    """The real notebooks, executed by papermill, on the smoke profile: records, tables, figures, index."""
+    out = tmp_path / "smoke"
+    assert run_all.main(["--profile", "smoke", "--device", "cpu", "--results-dir", str(out)]) == 0
+    df = results.load(out)
+    assert set(df["method"]) == set(METHODS) and (df["status"] == "ok").all(), df[df["status"] != "ok"]
+    for name in run_all.NOTEBOOKS:
+        nb = nbformat.read(out / "notebooks" / f"{name}.ipynb", as_version=4)
+        assert not [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    table4 = (out / "tables" / "table4.md").read_text()
+    assert all(t in table4 for t in TECHNIQUES)
+    for fig in tables.INDEX_TEXT:
+        assert (out / fig).exists(), fig
+    assert json.loads((out / "run.json").read_text())["profile"] == "smoke"
+    assert not [p for p in out.rglob("*") if ".partial." in p.name or p.name.endswith(".tmp")]
+    # a second run skips every finished cell
+    counts = grid.run_grid("smoke", out, device="cpu", progress=False)
+    assert counts["ok"] == 0 and counts["failed"] == 0 and counts["skipped"] == len(grid.all_cells(grid.PROFILES["smoke"]))
