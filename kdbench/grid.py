@@ -57,6 +57,8 @@ class Profile:
     teacher_seed: int | None = 0  # one teacher per architecture, shared by all seeds (as RepDistiller does)
     extra_teachers: tuple[str, ...] = ()  # further teachers for methods that need several
     hparams: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-method overrides
+    # named control runs of a method, each with its own hyperparameters: {"nas": {"smallest": {"pick": ...}}}
+    variants: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     robustness: Robustness | None = None
     meaningful: bool = True  # False: a plumbing check whose numbers mean nothing
 
@@ -83,7 +85,15 @@ def _cell(profile: Profile, method: str, pair: Pair, seed: int, **overrides: Any
 
 
 def main_cells(profile: Profile) -> list[RunConfig]:
-    return [_cell(profile, m, p, s) for p in profile.pairs for m in profile.method_names() for s in profile.seeds]
+    cells = []
+    for pair in profile.pairs:
+        for method in profile.method_names():
+            for seed in profile.seeds:
+                cells.append(_cell(profile, method, pair, seed))
+                for variant, hp in profile.variants.get(method, {}).items():
+                    base = _cell(profile, method, pair, seed)
+                    cells.append(dataclasses.replace(base, hparams={**base.hparams, **hp}, variant=variant))
+    return cells
 
 
 def robustness_cells(profile: Profile) -> list[RunConfig]:
@@ -115,6 +125,8 @@ PROFILES: dict[str, Profile] = {
         train_subset=256,
         test_subset=500,
         extra_teachers=("cifar_wrn_16_1",),
+        hparams={"deepinversion": {"synthesis_steps": 2, "pool_size": 64}},
+        variants={"nas": {"smallest": {"pick": "smallest"}}},
         robustness=Robustness(methods=("baseline",), label_noise=(0.0, 0.2), imbalance=(1.0, 10.0)),
         meaningful=False,
     ),
@@ -127,10 +139,12 @@ PROFILES: dict[str, Profile] = {
         dataset="fashion-mnist",
         pairs=(Pair("cifar_resnet20", "cifar_resnet8"), Pair("cifar_vgg8", "cifar_resnet8", "different-family")),
         seeds=(0, 1, 2),
-        epochs=3,
+        epochs=4,
         teacher_epochs=12,
-        train_subset=4000,
+        train_subset=3000,
         extra_teachers=("cifar_wrn_16_2",),
+        hparams={"deepinversion": {"synthesis_steps": 20}},  # keeps the data-free cells within the time budget
+        variants={"nas": {"smallest": {"pick": "smallest"}, "largest": {"pick": "largest"}}},
         robustness=Robustness(methods=("baseline", "kd", "pskd")),
     ),
     "paper": Profile(
@@ -153,6 +167,7 @@ PROFILES: dict[str, Profile] = {
         train_subset=None,
         recipe="cifar",
         extra_teachers=("cifar_wrn_40_2",),
+        variants={"nas": {"smallest": {"pick": "smallest"}, "largest": {"pick": "largest"}}},
     ),
 }
 

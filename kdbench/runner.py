@@ -52,6 +52,7 @@ class RunConfig:
     imbalance_ratio: float = 1.0  # long-tailed training split, largest / smallest class
     test_subset: int | None = None  # None: the whole test set (a stratified subset only for plumbing checks)
     hparams: dict[str, Any] = field(default_factory=dict)
+    variant: str = ""  # a named control run of the method in a grid (e.g. nas "smallest"); "" is the method itself
 
     def resolve(self) -> dict[str, Any]:
         """The fully resolved config: defaults filled in, names checked. Its hash is the cell id."""
@@ -247,6 +248,7 @@ def _measure(cfg, resolved, method, teachers, prepared, stats, dev, latency_repe
         "cell_id": cfg.cell_id(),
         "config": resolved,
         "method": cfg.method,
+        "variant": cfg.variant,
         "technique": method.info.technique,
         "compare_to": method.info.compare_to,
         "techniques": list(method.info.techniques),

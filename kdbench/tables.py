@@ -65,23 +65,27 @@ def load_frame(results_dir: str | Path) -> pd.DataFrame:
     df = results.load(results_dir)
     if df.empty:
         return df
-    for col, default in (("config.label_noise", 0.0), ("config.imbalance_ratio", 1.0), ("compare_to", "baseline")):
+    for col, default in (("config.label_noise", 0.0), ("config.imbalance_ratio", 1.0), ("compare_to", "baseline"),
+                         ("variant", "")):
         if col not in df:
             df[col] = default
         df[col] = df[col].fillna(default)
     df["pair"] = df["teacher"].fillna("—").str.replace("cifar_", "") + "→" + df["student"].str.replace("cifar_", "")
+    df["label"] = df["method"].where(df["variant"] == "", df["method"] + " (" + df["variant"] + ")")
     return df
 
 
-def main_setting(df: pd.DataFrame) -> pd.DataFrame:
-    """Cells of the main grid: clean labels, balanced classes."""
-    return df[(df["config.label_noise"] == 0) & (df["config.imbalance_ratio"] == 1)]
+def main_setting(df: pd.DataFrame, variants: bool = False) -> pd.DataFrame:
+    """Cells of the main grid: clean labels, balanced classes; named control variants only if asked."""
+    keep = (df["config.label_noise"] == 0) & (df["config.imbalance_ratio"] == 1)
+    return df[keep if variants else keep & (df["variant"] == "")]
 
 
 def with_reference(df: pd.DataFrame) -> pd.DataFrame:
     """Successful cells joined to their reference cell (same data, pair and seed; the method's `compare_to`)."""
     ok = df[df["status"] == "ok"].copy()
-    ref = ok[KEY + ["method", "student_top1", "train_time_s", "train_flops_per_sample", "peak_memory_bytes"]]
+    ref = ok[ok["variant"] == ""][KEY + ["method", "student_top1", "train_time_s", "train_flops_per_sample",
+                                        "peak_memory_bytes"]]
     ref = ref.rename(columns={"method": "compare_to", "student_top1": "ref_top1", "train_time_s": "ref_time",
                               "train_flops_per_sample": "ref_flops", "peak_memory_bytes": "ref_memory"})
     joined = ok.merge(ref, on=KEY + ["compare_to"], how="left")
@@ -121,13 +125,14 @@ def catalogue_table(df: pd.DataFrame) -> pd.DataFrame:
 
 def method_table(df: pd.DataFrame) -> pd.DataFrame:
     """Per method and pair: top-1, boost over its reference with 95% CI over seeds, and cost ratios."""
-    joined = with_reference(main_setting(df))
+    joined = with_reference(main_setting(df, variants=True))
     rows = []
-    for (method, pair), g in joined.groupby(["method", "pair"], sort=True):
+    for (label, pair), g in joined.groupby(["label", "pair"], sort=True):
+        method = g["method"].iloc[0]
         info = METHODS[method].info if method in METHODS else None
         boost = mean_ci(g["boost"])
         rows.append({
-            "technique": info.technique if info else "?", "method": method, "pair": pair,
+            "technique": info.technique if info else "?", "method": label, "pair": pair,
             "vs": g["compare_to"].iloc[0], "seeds": boost[2],
             "top-1 (%)": f"{g['student_top1'].mean():.2f}", "teacher top-1 (%)": f"{g['teacher_top1'].mean():.2f}",
             "boost (pts, 95% CI)": fmt(*boost[:2]),
