@@ -35,10 +35,14 @@ def run_notebooks(profile: str, device: str, results_dir: Path, workers: int) ->
     for name in tqdm(NOTEBOOKS, desc=f"notebooks ({profile})"):
         final = out_dir / f"{name}.ipynb"
         partial = out_dir / f".{name}.partial.ipynb"  # never leave a half-executed copy under the final name
-        papermill.execute_notebook(
-            str(HERE / "notebooks" / f"{name}.ipynb"), str(partial), parameters=params, kernel_name="python3",
-            cwd=str(HERE / "notebooks"), progress_bar=False,
-        )
+        try:
+            papermill.execute_notebook(
+                str(HERE / "notebooks" / f"{name}.ipynb"), str(partial), parameters=params, kernel_name="python3",
+                cwd=str(HERE / "notebooks"), progress_bar=False,
+            )
+        except BaseException:
+            partial.unlink(missing_ok=True)
+            raise
         os.replace(partial, final)
 
 
@@ -64,6 +68,8 @@ def main(argv: list[str] | None = None) -> int:
             "machine": f"{env.cpu_model()}, {os.cpu_count()} cores, {platform.system()}"}
     atomic_write_text(results_dir / "run.json", json.dumps(info, indent=1))
     tables.write_index(results_dir)
+    if results_dir.parent == grid.results_root().resolve():  # never write beside a folder the user chose
+        tables.write_results_index(results_dir.parent)
     print(f"done in {info['wall_time_s'] / 60:.1f} min; see {results_dir / 'README.md'}")
     return 0
 

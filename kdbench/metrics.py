@@ -110,7 +110,9 @@ class PeakMemory:
     """Peak memory used inside the block, above what was in use at its start.
 
     CUDA: the allocator's own peak. CPU (Linux): resident set size sampled every 10 ms by a background thread,
-    since torch has no CPU allocator statistics; it includes everything the process allocates meanwhile.
+    since torch has no CPU allocator statistics; it includes everything the process allocates meanwhile, and
+    memory the allocator already holds from earlier runs in the process is not counted again (so it is an
+    absolute figure to read with care, not one to divide by another run's).
     """
 
     def __init__(self, device: torch.device | str, interval_s: float = 0.01) -> None:

@@ -153,24 +153,32 @@ def lifelong_curves(df: pd.DataFrame) -> plt.Figure:
 
 
 def nas_search(df: pd.DataFrame) -> plt.Figure:
-    """The NAS candidates: proxy score against parameters, budget line, chosen architecture marked."""
-    col = "extras.candidates"
-    if col not in df or df[df["method"] == "nas"][col].dropna().empty:
+    """Left: the searched candidates' proxy score against parameters (budget line, choice marked). Right: top-1
+    of the searched student against the smallest and the largest candidate in budget, distilled the same way."""
+    nas = df[(df["method"] == "nas") & (df["status"] == "ok")] if "extras.candidates" in df else df[:0]
+    searched = nas[nas["variant"] == ""]
+    if searched.empty:
         return _empty("NAS search")
-    rec = df[(df["method"] == "nas") & df[col].notna()].iloc[0]
-    cands = pd.DataFrame(rec[col])
-    fig, ax = plt.subplots(figsize=(6, 4))
-    params_col = "params" if "params" in cands else cands.columns[1]
-    score_col = "score" if "score" in cands else cands.columns[-1]
-    ax.scatter(cands[params_col], cands[score_col])
+    rec = searched.iloc[0]
+    cands = pd.DataFrame(rec["extras.candidates"]).dropna(subset=["score"])
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for fits, g in cands.groupby("in_budget"):
+        left.scatter(g["params"], g["score"], label="in budget" if fits else "over budget", alpha=0.8)
     for _, r in cands.iterrows():
-        ax.annotate(str(r.get("name", r.get("arch", ""))), (r[params_col], r[score_col]), fontsize=7)
-    if "extras.param_budget" in rec and not pd.isna(rec["extras.param_budget"]):
-        ax.axvline(rec["extras.param_budget"], color="red", ls="--", label="budget")
-    ax.set_xlabel("parameters")
-    ax.set_ylabel("proxy score")
-    ax.set_title(f"NAS search (chosen: {rec.get('extras.chosen', '?')})")
-    ax.legend(fontsize=8)
+        left.annotate(r["arch"].replace("cifar_", ""), (r["params"], r["score"]), fontsize=7)
+    left.axvline(rec["extras.param_budget"], color="red", ls="--", label="parameter budget")
+    left.set_xlabel("parameters")
+    left.set_ylabel("proxy score (higher is better)")
+    left.set_title(f"search (seed {rec['seed']}, {rec['pair']}): chose {rec['extras.chosen_arch']}", fontsize=9)
+    left.legend(fontsize=7)
+    summary = nas.groupby(["pair", "label"])["student_top1"].apply(lambda v: tables.mean_ci(v)[:2]).apply(pd.Series)
+    for i, (pair, g) in enumerate(summary.groupby(level=0)):
+        labels = [lbl for _, lbl in g.index]
+        right.errorbar([x + 0.1 * i for x in range(len(labels))], g[0], yerr=g[1].fillna(0), fmt="o", capsize=3,
+                       label=pair)
+        right.set_xticks(range(len(labels)), labels, fontsize=8)
+    right.set_ylabel("student top-1 (%), mean ± 95% CI over seeds")
+    right.legend(fontsize=7)
     fig.tight_layout()
     return fig
 

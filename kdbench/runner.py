@@ -222,8 +222,8 @@ def run(
 
     def after_task(_t: int) -> None:
         logits, labels = metrics.predict(method.deployable(), prepared.test)
-        task_accuracy.append([metrics.accuracy(logits[torch.isin(labels, torch.tensor(c))],
-                                               labels[torch.isin(labels, torch.tensor(c))]) for c in task_classes])
+        masks = [torch.isin(labels, torch.tensor(classes)) for classes in task_classes]
+        task_accuracy.append([metrics.accuracy(logits[m], labels[m]) for m in masks])
 
     stats = fit(method, prepared.train, recipe, epochs, after_task if task_classes else None, progress,
                 desc=f"{cfg.method} {cfg.student}")
