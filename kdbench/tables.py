@@ -70,6 +70,8 @@ def load_frame(results_dir: str | Path) -> pd.DataFrame:
         if col not in df:
             df[col] = default
         df[col] = df[col].fillna(default)
+    # the registry is the source of truth for what a method is compared with (records keep what was run)
+    df["compare_to"] = [METHODS[m].info.compare_to if m in METHODS else c for m, c in zip(df["method"], df["compare_to"], strict=True)]
     df["pair"] = df["teacher"].fillna("—").str.replace("cifar_", "") + "→" + df["student"].str.replace("cifar_", "")
     df["label"] = df["method"].where(df["variant"] == "", df["method"] + " (" + df["variant"] + ")")
     return df

@@ -212,6 +212,7 @@ class QKD(_QuantizedStudent):
     info = MethodInfo(
         name="qkd",
         technique="Quantized KD",
+        compare_to="qat",  # the KD boost of a quantized student: against the same QAT without a teacher
         scheme="offline",
         knowledge="response (softened logits) into a quantized student",
         reference="Polino et al. 2018, Model Compression via Distillation and Quantization; "
@@ -240,7 +241,7 @@ class QKD(_QuantizedStudent):
 class QAT(_QuantizedStudent):
     info = MethodInfo(
         name="qat",
-        technique="Quantized KD",
+        technique="Reference",  # qkd's control, not a distillation technique
         scheme="offline",
         knowledge="none (labels only): quantization-aware training without a teacher, qkd's control",
         reference="Jacob et al. 2018, Quantization and Training of Neural Networks for Efficient "
