@@ -97,6 +97,9 @@ def test_run_all_smoke_end_to_end(tmp_path):
     for name in run_all.NOTEBOOKS:
         nb = nbformat.read(out / "notebooks" / f"{name}.ipynb", as_version=4)
         assert not [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
+    robust = tables.robustness_table(tables.load_frame(out))
+    assert set(robust["label noise"]) == {0.0, 0.2} and set(robust["imbalance ratio"]) == {1.0, 10.0}
+    assert (robust["seeds"] == 1).all() and "nan" not in (out / "tables" / "robustness.md").read_text()
     table4 = (out / "tables" / "table4.md").read_text()
     assert all(t in table4 for t in TECHNIQUES)
     for fig in tables.INDEX_TEXT:
