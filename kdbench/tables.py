@@ -251,8 +251,9 @@ def write_index(results_dir: str | Path) -> Path:
     run_info = results_dir / "run.json"
     if run_info.exists():
         info = yaml.safe_load(run_info.read_text())
-        lines += [f"- run: {info.get('wall_time_s', 0) / 60:.1f} min wall time, {info.get('started')} → "
-                  f"{info.get('finished')}, on {info.get('machine')}", ""]
+        lines += [f"- last `run_all.py` invocation (cells already finished are skipped, so a resumed run is short): "
+                  f"{info.get('wall_time_s', 0) / 60:.1f} min, {info.get('started')} → {info.get('finished')}, "
+                  f"on {info.get('machine')}", ""]
     if not df.empty and "finished_at" in df:
         done = pd.to_datetime(df["finished_at"].dropna())
         lines += [f"- grid: {len(df)} cells finished between {done.min():%Y-%m-%d %H:%M:%S} and "
@@ -279,6 +280,7 @@ def write_results_index(root: str | Path) -> Path:
              "nothing is written by hand. One folder per profile:", "", "| profile | run | index |", "|---|---|---|"]
     for folder in sorted(p for p in root.iterdir() if (p / "run.json").exists()):
         info = yaml.safe_load((folder / "run.json").read_text())
-        lines.append(f"| `{folder.name}` | {info.get('wall_time_s', 0) / 60:.1f} min on {info.get('machine')}, "
-                     f"finished {info.get('finished')} | [{folder.name}/README.md]({folder.name}/README.md) |")
+        lines.append(f"| `{folder.name}` | last invocation {info.get('wall_time_s', 0) / 60:.1f} min on "
+                     f"{info.get('machine')}, finished {info.get('finished')} (the grid's own span is in the index) "
+                     f"| [{folder.name}/README.md]({folder.name}/README.md) |")
     return results.atomic_write_text(root / "README.md", "\n".join(lines) + "\n")
