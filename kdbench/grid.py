@@ -8,7 +8,6 @@ stopped. Teachers are trained first, once per key, and shared by every cell thro
 from __future__ import annotations
 
 import dataclasses
-import multiprocessing as mp
 import os
 import traceback
 from collections.abc import Iterable
@@ -17,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from tqdm.auto import tqdm
 
 from kdbench.errors import KdbenchError, unknown
+from kdbench.executor import run_jobs
 from kdbench.methods import METHODS, get_method
 from kdbench.results import atomic_write_text, read_record, record_path, write_record
 from kdbench.runner import RunConfig, default_cache_dir, run, train_teachers
@@ -273,12 +272,8 @@ def _failed_record(cfg: RunConfig, exc: BaseException) -> dict[str, Any]:
     }
 
 
-def run_cell(cfg: RunConfig, results_dir: str, device: str, cache_dir: str, threads: int | None = None) -> str:
+def run_cell(cfg: RunConfig, results_dir: str, device: str, cache_dir: str) -> str:
     """Run one cell; a failure inside the method is recorded as a failed cell instead of stopping the grid."""
-    if threads:
-        import torch
-
-        torch.set_num_threads(threads)
     try:
         run(cfg, device=device, results_dir=results_dir, cache_dir=cache_dir, progress=False)
         return "ok"
@@ -289,8 +284,8 @@ def run_cell(cfg: RunConfig, results_dir: str, device: str, cache_dir: str, thre
         return "failed"
 
 
-def _run_cell_star(args: tuple) -> str:
-    return run_cell(*args)
+def _run_cell_job(job: tuple[RunConfig, str, str, str]) -> str:
+    return run_cell(*job)
 
 
 def run_grid(
@@ -310,19 +305,9 @@ def run_grid(
     todo = [c for c in cells if not is_finished(c, results_dir)]
     counts = {"ok": 0, "failed": 0, "skipped": len(cells) - len(todo)}
     train_teachers(todo, device=device, cache_dir=cache_dir, workers=workers, progress=progress)
-    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
-    jobs = [(c, results_dir, device, cache_dir, threads) for c in todo]
-    bar = tqdm(total=len(todo), desc=f"grid {profile.name}", disable=not progress)
-    if workers > 1:
-        with mp.get_context("spawn").Pool(workers) as pool:
-            for status in pool.imap_unordered(_run_cell_star, jobs):
-                counts[status] += 1
-                bar.update()
-    else:
-        for job in jobs:
-            counts[_run_cell_star(job)] += 1
-            bar.update()
-    bar.close()
+    jobs = [(c, results_dir, device, cache_dir) for c in todo]
+    for status in run_jobs(_run_cell_job, jobs, workers, f"grid {profile.name}", progress):
+        counts[status] += 1
     atomic_write_text(Path(results_dir) / "grid.yaml", yaml.safe_dump(profile_summary(profile), sort_keys=False))
     return counts
 

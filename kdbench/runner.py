@@ -6,7 +6,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
-import multiprocessing as mp
 import os
 import time
 from dataclasses import asdict, dataclass, field
@@ -14,13 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 
 from kdbench import env, metrics
 from kdbench.data import BatchStream, TensorData, load_dataset, train_val_indices
 from kdbench.data.splits import long_tailed_indices, stratified_indices, symmetric_label_noise
 from kdbench.engine import Recipe, fit, get_recipe
 from kdbench.errors import KdbenchError
+from kdbench.executor import run_jobs
 from kdbench.methods import Setup, get_method
 from kdbench.methods.base import resolve_hparams
 from kdbench.methods.lifelong import lifelong_summary
@@ -155,14 +154,9 @@ def get_teacher(
     return cache.get(key, build, train)
 
 
-def _warm_teacher(cfg: RunConfig, index: int, device: str, cache_dir: str, threads: int | None) -> None:
-    if threads:
-        torch.set_num_threads(threads)
+def _warm_teacher(job: tuple[RunConfig, int, str, str]) -> None:
+    cfg, index, device, cache_dir = job
     get_teacher(cfg, index, env.resolve_device(device), TeacherCache(cache_dir), progress=False)
-
-
-def _warm_teacher_star(args: tuple) -> None:
-    _warm_teacher(*args)
 
 
 def train_teachers(cells: list[RunConfig], device: str, cache_dir: str, workers: int = 1, progress: bool = True) -> int:
@@ -171,18 +165,9 @@ def train_teachers(cells: list[RunConfig], device: str, cache_dir: str, workers:
     for cfg in cells:
         for i in range(len(cfg.teachers)):
             unique.setdefault(teacher_key(cfg, i), (cfg, i))
-    threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
-    jobs = [(cfg, i, device, cache_dir, threads) for cfg, i in unique.values()]
-    bar = tqdm(total=len(jobs), desc="teachers", disable=not progress or not jobs)
-    if workers > 1 and len(jobs) > 1:
-        with mp.get_context("spawn").Pool(min(workers, len(jobs))) as pool:
-            for _ in pool.imap_unordered(_warm_teacher_star, jobs):
-                bar.update()
-    else:
-        for job in jobs:
-            _warm_teacher_star(job)
-            bar.update()
-    bar.close()
+    jobs = [(cfg, i, device, cache_dir) for cfg, i in unique.values()]
+    for _ in run_jobs(_warm_teacher, jobs, workers, "teachers", progress):
+        pass
     return len(jobs)
 
 
