@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from collections.abc import Sequence
+import warnings
+from collections.abc import Callable, Sequence
 
-from kdbench.errors import KdbenchError
+from kdbench.errors import KdbenchError, KdbenchWarning
 
 
 def _methods(args: argparse.Namespace) -> None:
@@ -34,7 +35,7 @@ def _run(args: argparse.Namespace) -> None:
         val_size=args.val_size, hparams=parse_hparams(args.hp),
     )
     record = run(cfg, device=args.device, results_dir=args.results_dir, cache_dir=args.cache_dir,
-                 data_root=args.data_root, progress=not args.quiet)
+                 data_root=args.data_root, progress=not args.quiet, share_outputs=args.share_outputs)
     summary = {k: record[k] for k in ("method", "student", "teacher", "student_top1", "teacher_top1",
                                       "train_time_s", "train_samples_per_s")}
     print(json.dumps(summary))
@@ -50,8 +51,22 @@ def _grid(args: argparse.Namespace) -> None:
         for cfg in all_cells(profile):
             print(cfg.cell_id(), cfg.method, "/".join(cfg.teachers), cfg.student, f"seed={cfg.seed}")
         return
-    counts = run_grid(profile, args.results_dir, args.device, args.cache_dir, args.workers, not args.quiet)
+    counts = run_grid(profile, args.results_dir, args.device, args.cache_dir, args.workers, not args.quiet,
+                      executor=args.executor, threads=args.threads, share_outputs=args.share_outputs)
     print(json.dumps(counts))
+
+
+def _bench(args: argparse.Namespace) -> None:
+    from kdbench.bench import Settings, bench, write_perf
+    from kdbench.grid import get_profile, results_dir_for
+
+    profile = get_profile(args.grid or args.profile)
+    methods = [m for arg in args.methods for m in arg.split(",") if m]
+    frame = bench(profile, methods or None, args.device, Settings(args.warmup, args.repeats, args.steps),
+                  args.cache_dir, progress=not args.quiet, cached=args.cached)
+    path = write_perf(results_dir_for(profile.name, args.results_dir), frame)
+    print(path.read_text())
+    print(f"written to {path}")
 
 
 def _readme(args: argparse.Namespace) -> None:
@@ -85,6 +100,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results-dir", default="results/local")
     p.add_argument("--cache-dir", help="teacher cache (default $KDBENCH_CACHE or ~/.cache/kdbench)")
     p.add_argument("--data-root", help="dataset folder (default $KDBENCH_DATA or ~/.cache/kdbench/data)")
+    p.add_argument("--no-output-cache", dest="share_outputs", action="store_false",
+                   help="compute every teacher output afresh instead of sharing them across cells")
     p.add_argument("--quiet", action="store_true", help="no progress bars")
     p.set_defaults(func=_run)
 
@@ -92,12 +109,35 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--profile", default="cpu", help="smoke, cpu or paper")
     p.add_argument("--grid", help="a grid YAML file with the profile fields (instead of --profile)")
     p.add_argument("--device", default="auto")
-    p.add_argument("--workers", type=int, default=1, help="cells run in parallel processes")
+    p.add_argument("--executor", help="local (default: one cell after another), processes (a pool on this "
+                   "machine) or ray (Ray tasks on $RAY_ADDRESS's cluster, else a local Ray)")
+    p.add_argument("--workers", type=int, help="jobs at once: the processes pool (default one per core) or Ray "
+                   "tasks in flight (default no cap); N > 1 without --executor means processes")
+    p.add_argument("--threads", type=int, help="torch threads per job; with ray also the CPUs each task asks for "
+                   "(default 1)")
     p.add_argument("--results-dir", help="default results/<profile>")
     p.add_argument("--cache-dir", help="teacher cache (default $KDBENCH_CACHE or ~/.cache/kdbench)")
     p.add_argument("--list", action="store_true", help="print the cells and exit")
+    p.add_argument("--no-output-cache", dest="share_outputs", action="store_false",
+                   help="compute every teacher output afresh instead of sharing them across cells")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=_grid)
+
+    p = sub.add_parser("bench", help="time each method's training step against baseline and its ideal step")
+    p.add_argument("--profile", default="cpu", help="smoke, cpu or paper: its first pair, batch size and data")
+    p.add_argument("--grid", help="a grid YAML file with the profile fields (instead of --profile)")
+    p.add_argument("--methods", action="append", default=[], help="methods to time (repeat or comma-separate; "
+                   "default all of the profile's)")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls of each timed thing")
+    p.add_argument("--repeats", type=int, default=5, help="timed passes; the median is reported")
+    p.add_argument("--steps", type=int, default=5, help="fixed batches in one pass")
+    p.add_argument("--no-cached", dest="cached", action="store_false",
+                   help="skip the rows with teacher outputs served from the shared cache")
+    p.add_argument("--results-dir", help="where perf.md and perf.csv go (default results/<profile>)")
+    p.add_argument("--cache-dir", help="teacher cache (default $KDBENCH_CACHE or ~/.cache/kdbench)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=_bench)
 
     p = sub.add_parser("readme", help="regenerate README.md's method, profile and Table 4 sections")
     p.add_argument("--root", default=".", help="the checkout holding README.md and results/")
@@ -107,11 +147,26 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 
+def _one_line_warnings(show: Callable[..., None]) -> Callable[..., None]:
+    """A `warnings.showwarning` that prints kdbench's own warnings on one line, like its errors, and hands
+    every other warning to `show`."""
+
+    def showwarning(message, category, filename, lineno, file=None, line=None) -> None:
+        if issubclass(category, KdbenchWarning):
+            print(f"kdbench: warning: {message}", file=sys.stderr)
+        else:
+            show(message, category, filename, lineno, file, line)
+
+    return showwarning
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    try:
-        args.func(args)
-    except KdbenchError as exc:
-        print(f"kdbench: error: {exc}", file=sys.stderr)
-        return 2
+    with warnings.catch_warnings():
+        warnings.showwarning = _one_line_warnings(warnings.showwarning)
+        try:
+            args.func(args)
+        except KdbenchError as exc:
+            print(f"kdbench: error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, whatever it wraps
+            return 2
     return 0

@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 import torch
 from tqdm.auto import tqdm
 
-from kdbench.data.loader import BatchStream
+from kdbench.data.loader import Batch, BatchStream
 from kdbench.errors import unknown
 from kdbench.methods.base import Method
 from kdbench.metrics import PeakMemory
@@ -87,23 +87,13 @@ def fit(
 ) -> FitStats:
     """Train `method` on `stream` for `epochs` per task; `after_task(t)` runs untimed after each task."""
     stats = FitStats()
-    method.to(stream.device)
-    for teacher in method.teachers:
-        teacher.to(stream.device).eval()
+    place(method, stream.device)
     untimed = 0.0
     with PeakMemory(stream.device) as memory:
         start = time.perf_counter()
-        method.train()
-        method.on_training_data(stream)
-        method.before_training()
-        tasks = method.tasks(stream.info.num_classes)
+        tasks = begin_training(method, stream)
         for t, classes in enumerate(tasks or [None]):
-            phase = stream
-            if classes is not None:
-                trained = method.task_training_classes(t, tasks)
-                phase = stream.subset(torch.isin(stream.labels, torch.tensor(trained, device=stream.device)))
-                method.task_index = t
-                method.on_task_start(t, classes)
+            phase = stream if classes is None else start_task(method, stream, tasks, t)
             _fit_phase(method, phase, recipe, epochs, stats, progress, desc if classes is None else f"{desc} task {t}")
             if after_task is not None:
                 pause = time.perf_counter()
@@ -115,15 +105,67 @@ def fit(
     return stats
 
 
-def _fit_phase(
-    method: Method, stream: BatchStream, recipe: Recipe, epochs: int, stats: FitStats, progress: bool, desc: str
-) -> None:
+def place(method: Method, device: torch.device) -> None:
+    """Move the method (student, adapters) and its frozen teachers, in evaluation mode, to `device`."""
+    method.to(device)
+    for teacher in method.teachers:
+        teacher.to(device).eval()
+
+
+def begin_training(method: Method, stream: BatchStream) -> list[list[int]] | None:
+    """The method's work before its first step (data handed over, search, synthesis); returns its task
+    sequence, or None for ordinary training."""
+    method.train()
+    method.on_training_data(stream)
+    method.before_training()
+    return method.tasks(stream.info.num_classes)
+
+
+def start_task(method: Method, stream: BatchStream, tasks: list[list[int]], t: int) -> BatchStream:
+    """Enter task `t` of the method's sequence; returns the stream of the samples that task trains on."""
+    trained = method.task_training_classes(t, tasks)
+    phase = stream.subset(torch.isin(stream.labels, torch.tensor(trained, device=stream.device)))
+    method.task_index = t
+    method.on_task_start(t, tasks[t])
+    return phase
+
+
+def optimizers(method: Method, recipe: Recipe) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer | None]:
+    """The main SGD optimiser and the method's auxiliary one (None without auxiliary parameters)."""
     opt = torch.optim.SGD(
         method.trainable_parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
     )
-    sched = torch.optim.lr_scheduler.MultiStepLR(opt, recipe.milestone_epochs(epochs), recipe.gamma)
     aux_params = method.auxiliary_parameters()
-    aux_opt = method.auxiliary_optimizer(aux_params) if aux_params else None
+    return opt, method.auxiliary_optimizer(aux_params) if aux_params else None
+
+
+def train_step(
+    method: Method, batch: Batch, opt: torch.optim.Optimizer, aux_opt: torch.optim.Optimizer | None
+) -> dict[str, torch.Tensor]:
+    """One training step: the auxiliary step (if any), then the main loss terms, backward and SGD update.
+    Returns every term (auxiliary ones prefixed `aux_`), still on the device. The loop and the bench
+    (kdbench.bench) both call this, so what is timed is exactly what is trained."""
+    terms: dict[str, torch.Tensor] = {}
+    if aux_opt is not None:
+        aux_opt.zero_grad(set_to_none=True)
+        aux_terms = method.auxiliary_loss(batch)
+        sum(aux_terms.values()).backward()
+        aux_opt.step()
+        terms.update({f"aux_{k}": v for k, v in aux_terms.items()})
+    main_terms = method.loss_terms(batch)
+    loss = sum(main_terms.values())
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+    terms.update(main_terms)
+    return terms
+
+
+def _fit_phase(
+    method: Method, stream: BatchStream, recipe: Recipe, epochs: int, stats: FitStats, progress: bool, desc: str
+) -> None:
+    opt, aux_opt = optimizers(method, recipe)
+    sched = torch.optim.lr_scheduler.MultiStepLR(opt, recipe.milestone_epochs(epochs), recipe.gamma)
     step = len(stats.epoch_losses) * len(stream)
     bar = tqdm(range(epochs), desc=desc or type(method).__name__, disable=not progress, leave=False)
     for epoch in bar:
@@ -133,23 +175,11 @@ def _fit_phase(
         first_bad = torch.tensor(-1, device=stream.device)
         batches = 0
         for batch in stream.epoch(epoch):
-            terms = {}
-            if aux_opt is not None:
-                aux_opt.zero_grad(set_to_none=True)
-                aux_terms = method.auxiliary_loss(batch)
-                sum(aux_terms.values()).backward()
-                aux_opt.step()
-                terms.update({f"aux_{k}": v for k, v in aux_terms.items()})
-            main_terms = method.loss_terms(batch)
-            loss = sum(main_terms.values())
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            terms.update(main_terms)
-            total = loss.detach()
+            terms = train_step(method, batch, opt, aux_opt)
+            total = torch.zeros((), device=stream.device)
             for key, value in terms.items():
                 sums[key] = sums.get(key, 0) + value.detach()
-                total = total + 0 * value.detach()  # a non-finite auxiliary term also marks the step
+                total = total + value.detach()  # non-finite if any term is, auxiliary ones included
             first_bad = torch.where((first_bad < 0) & ~torch.isfinite(total), step, first_bad)
             step += 1
             batches += 1

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 import kdbench
-from kdbench.errors import KdbenchError, check_choice
+from kdbench.errors import KdbenchError
 
 
 def cpu_model() -> str:
@@ -49,11 +49,20 @@ def describe(device: torch.device) -> dict[str, object]:
     }
 
 
+DEVICES = "auto, cpu, cuda, cuda:N (N a GPU index)"
+
+
 def resolve_device(name: str) -> torch.device:
     """`auto` picks CUDA when present; asking for CUDA without a GPU is a user error, not a silent fallback."""
-    check_choice("device", name.split(":")[0], ["auto", "cpu", "cuda"])
+    kind, colon, index = name.partition(":")
+    if kind not in ("auto", "cpu", "cuda") or (colon and (kind != "cuda" or not index.isdigit())):
+        raise KdbenchError(f"unknown device {name!r}; valid choices: {DEVICES}")
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name.startswith("cuda") and not torch.cuda.is_available():
-        raise KdbenchError(f"device {name!r} requested but no CUDA GPU is available; valid choices here: auto, cpu")
+    visible = torch.cuda.device_count() if kind == "cuda" and torch.cuda.is_available() else 0
+    if kind == "cuda" and not visible:
+        raise KdbenchError(f"device {name!r} requested but no CUDA GPU is visible; valid choices here: auto, cpu")
+    if colon and int(index) >= visible:
+        raise KdbenchError(f"device {name!r} requested but {visible} CUDA GPU(s) are visible; valid choices here: "
+                           f"auto, cpu, cuda, cuda:0 to cuda:{visible - 1}")
     return torch.device(name)

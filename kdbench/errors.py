@@ -1,4 +1,5 @@
-"""The one exception type a user can cause; the CLI prints it on one line and exits 2."""
+"""The one exception type a user can cause; the CLI prints it on one line and exits 2. Its warning twin marks
+what kdbench recovered from on its own."""
 
 from __future__ import annotations
 
@@ -7,6 +8,11 @@ from collections.abc import Iterable
 
 class KdbenchError(ValueError):
     """Bad input from the user: an unknown name, a bad value, missing data."""
+
+
+class KdbenchWarning(UserWarning):
+    """Something kdbench recovered from that a user should know (a corrupt cache entry it rebuilds); the CLI
+    prints it on one line."""
 
 
 def unknown(kind: str, name: object, choices: Iterable[str]) -> KdbenchError:

@@ -8,20 +8,24 @@ stopped. Teachers are trained first, once per key, and shared by every cell thro
 from __future__ import annotations
 
 import dataclasses
+import importlib
 import os
 import traceback
-from collections.abc import Iterable
+import types
+import typing
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 import yaml
 
 from kdbench.errors import KdbenchError, unknown
-from kdbench.executor import run_jobs
+from kdbench.executor import executor_session, run_jobs
+from kdbench.locks import Claim
 from kdbench.methods import METHODS, get_method
 from kdbench.results import atomic_write_text, read_record, record_path, write_record
-from kdbench.runner import RunConfig, default_cache_dir, run, train_teachers
+from kdbench.runner import RunConfig, check_folders, default_cache_dir, run, train_teachers
 
 
 @dataclass(frozen=True)
@@ -60,6 +64,8 @@ class Profile:
     variants: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     robustness: Robustness | None = None
     meaningful: bool = True  # False: a plumbing check whose numbers mean nothing
+    # "module:function" that builds the cells instead of pairs x methods x seeds (the claims profile)
+    cells_from: str | None = None
 
     def method_names(self) -> list[str]:
         names = list(self.methods) if self.methods is not None else sorted(METHODS)
@@ -108,7 +114,18 @@ def robustness_cells(profile: Profile) -> list[RunConfig]:
 
 
 def all_cells(profile: Profile) -> list[RunConfig]:
+    if profile.cells_from:
+        return _cell_source(profile.cells_from)(profile)
     return main_cells(profile) + robustness_cells(profile)
+
+
+def _cell_source(spec: str) -> Callable[[Profile], list[RunConfig]]:
+    """The function a "module:function" spec names, imported on use (kdbench.claims imports this module)."""
+    module, _, name = spec.partition(":")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except (ImportError, AttributeError):
+        raise KdbenchError(f"cells_from {spec!r} names no function; expected 'module:function'") from None
 
 
 # ---- profiles --------------------------------------------------------------------------------------------------
@@ -170,6 +187,18 @@ PROFILES: dict[str, Profile] = {
     ),
 }
 
+# Experiments with cells of their own (`cells_from`) on a grid profile's data budget, so they share its teachers.
+EXPERIMENTS: dict[str, Profile] = {
+    "claims": dataclasses.replace(
+        PROFILES["cpu"], name="claims", cells_from="kdbench.claims:all_cells", hparams={}, variants={},
+        robustness=None,
+        description=(
+            "The survey's Table 4 trade-off claims, each tested by a targeted experiment (kdbench.claims), on the "
+            "cpu profile's data budget and teachers; under 3 hours on 2 CPU cores from a cold start."
+        ),
+    ),
+}
+
 _PAIR_FIELDS = {f.name for f in dataclasses.fields(Pair)}
 _ROBUSTNESS_FIELDS = {f.name for f in dataclasses.fields(Robustness)}
 
@@ -178,9 +207,11 @@ def get_profile(name_or_path: str) -> Profile:
     """A built-in profile by name, or a user grid from a YAML file with the same fields."""
     if name_or_path in PROFILES:
         return PROFILES[name_or_path]
+    if name_or_path in EXPERIMENTS:
+        return EXPERIMENTS[name_or_path]
     if name_or_path.endswith((".yaml", ".yml")):
         return load_profile(name_or_path)
-    raise unknown("profile", name_or_path, PROFILES)
+    raise unknown("profile", name_or_path, {**PROFILES, **EXPERIMENTS})
 
 
 def _check_fields(where: str, given: Iterable[str], valid: set[str], required: set[str]) -> None:
@@ -189,6 +220,38 @@ def _check_fields(where: str, given: Iterable[str], valid: set[str], required: s
         raise KdbenchError(f"{where}: unknown field {name!r}; valid fields: {', '.join(sorted(valid))}")
     for name in sorted(required - given):
         raise KdbenchError(f"{where}: missing required field {name!r}")
+
+
+def _conforms(value: Any, hint: Any) -> bool:
+    """Whether a YAML value fits a field's type hint (a list stands for a tuple, a mapping for a dataclass)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        return any(_conforms(value, a) for a in args)
+    if origin is tuple:
+        return isinstance(value, list) and all(_conforms(v, args[0]) for v in value)
+    if origin is dict:
+        return isinstance(value, dict) and all(_conforms(k, args[0]) and _conforms(v, args[1]) for k, v in value.items())
+    if dataclasses.is_dataclass(hint):
+        fields = typing.get_type_hints(hint)
+        return isinstance(value, dict) and all(_conforms(v, fields[k]) for k, v in value.items() if k in fields)
+    if hint is Any:
+        return True
+    kinds = (int, float) if hint is float else hint
+    return isinstance(value, kinds) and (hint is bool or not isinstance(value, bool))  # YAML's true is no number
+
+
+def _describe(hint: Any) -> str:
+    """A type hint in a YAML file's words."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (Union, types.UnionType):
+        return " or ".join("null" if a is type(None) else _describe(a) for a in args)
+    if origin is tuple:
+        return f"a list of {_describe(args[0]).replace('a mapping', 'mappings', 1)}"
+    if origin is dict:
+        return f"a mapping of {_describe(args[0])} to {_describe(args[1])}"
+    if dataclasses.is_dataclass(hint):
+        return f"a mapping with fields {', '.join(f.name for f in dataclasses.fields(hint))}"
+    return "anything" if hint is Any else hint.__name__
 
 
 def load_profile(path: str | Path) -> Profile:
@@ -206,6 +269,10 @@ def load_profile(path: str | Path) -> Profile:
     required = {n for n, f in fields.items() if f.default is dataclasses.MISSING and
                 f.default_factory is dataclasses.MISSING and n not in ("name", "description")}
     _check_fields(str(path), raw, set(fields), required)
+    hints = typing.get_type_hints(Profile)
+    for name, value in raw.items():
+        if not _conforms(value, hints[name]):
+            raise KdbenchError(f"{path}: field {name!r} must be {_describe(hints[name])}, got {value!r}")
     try:
         pairs = []
         for i, p in enumerate(raw["pairs"]):
@@ -234,6 +301,10 @@ def validate(profile: Profile) -> None:
 
     if profile.dataset not in DATASETS:
         raise unknown("dataset", profile.dataset, DATASETS)
+    for section in ("hparams", "variants"):  # settings for a misspelt method would be silently unused
+        for name in getattr(profile, section):
+            if name not in METHODS:
+                raise unknown(f"method in {section}", name, METHODS)
     for arch in {p.teacher for p in profile.pairs} | {p.student for p in profile.pairs} | set(profile.extra_teachers):
         create_model(arch, 10, 1)
     for cfg in all_cells(profile):
@@ -272,19 +343,33 @@ def _failed_record(cfg: RunConfig, exc: BaseException) -> dict[str, Any]:
     }
 
 
-def run_cell(cfg: RunConfig, results_dir: str, device: str, cache_dir: str) -> str:
-    """Run one cell; a failure inside the method is recorded as a failed cell instead of stopping the grid."""
+def run_cell(cfg: RunConfig, results_dir: str, device: str, cache_dir: str, share_outputs: bool = True) -> str:
+    """Run one cell unless another run has claimed or finished it ("busy" / "skipped"); a failure inside the
+    method is recorded as a failed cell instead of stopping the grid."""
+    claim = cell_claim(results_dir, cfg)
+    if not claim.try_acquire():
+        return "busy"
     try:
-        run(cfg, device=device, results_dir=results_dir, cache_dir=cache_dir, progress=False)
+        if is_finished(cfg, results_dir):  # finished by another run after this one listed its work
+            return "skipped"
+        run(cfg, device=device, results_dir=results_dir, cache_dir=cache_dir, progress=False,
+            share_outputs=share_outputs)
         return "ok"
     except KdbenchError:
         raise
     except Exception as exc:  # a diverged loss or a bug in one method must not take the grid down
         write_record(_failed_record(cfg, exc), results_dir)
         return "failed"
+    finally:
+        claim.release()
 
 
-def _run_cell_job(job: tuple[RunConfig, str, str, str]) -> str:
+def cell_claim(results_dir: str | Path, cfg: RunConfig) -> Claim:
+    """The lock a run holds on a cell while it runs it, beside the records (so every run sharing them sees it)."""
+    return Claim(Path(results_dir) / "locks" / f"{cfg.cell_id()}.lock")
+
+
+def _run_cell_job(job: tuple[RunConfig, str, str, str, bool]) -> str:
     return run_cell(*job)
 
 
@@ -293,21 +378,32 @@ def run_grid(
     results_dir: str | Path | None = None,
     device: str = "cpu",
     cache_dir: str | Path | None = None,
-    workers: int = 1,
+    workers: int | None = None,
     progress: bool = True,
     cells: list[RunConfig] | None = None,
+    *,
+    executor: str | None = None,
+    threads: int | None = None,
+    share_outputs: bool = True,
 ) -> dict[str, int]:
-    """Run every unfinished cell of the profile (or the given cells); returns counts of ok/failed/skipped."""
+    """Run every unfinished cell of the profile (or the given cells); returns counts of ok/failed/skipped.
+    `executor` (local, processes, ray), `workers`, `threads`: as `kdbench.executor.run_jobs`. The folders are
+    made absolute, as a Ray worker's working directory is not this one. `share_outputs`: cells that replay the
+    same batches share their teachers' outputs through the cache folder (`kdbench.teacher_outputs`)."""
     profile = get_profile(profile) if isinstance(profile, str) else profile
-    results_dir = str(results_dir_for(profile.name, results_dir))
-    cache_dir = str(cache_dir or default_cache_dir())
+    results_dir = str(results_dir_for(profile.name, results_dir).resolve())
+    cache_dir = str(Path(cache_dir or default_cache_dir()).resolve())
+    check_folders(results_dir, cache_dir)
     cells = all_cells(profile) if cells is None else cells
     todo = [c for c in cells if not is_finished(c, results_dir)]
-    counts = {"ok": 0, "failed": 0, "skipped": len(cells) - len(todo)}
-    train_teachers(todo, device=device, cache_dir=cache_dir, workers=workers, progress=progress)
-    jobs = [(c, results_dir, device, cache_dir) for c in todo]
-    for status in run_jobs(_run_cell_job, jobs, workers, f"grid {profile.name}", progress):
-        counts[status] += 1
+    counts = {"ok": 0, "failed": 0, "busy": 0, "skipped": len(cells) - len(todo)}
+    with executor_session():  # one Ray connection for the teachers and the cells
+        train_teachers(todo, device=device, cache_dir=cache_dir, workers=workers, progress=progress,
+                       executor=executor, threads=threads)
+        jobs = [(c, results_dir, device, cache_dir, share_outputs) for c in todo]
+        for status in run_jobs(_run_cell_job, jobs, workers, f"grid {profile.name}", progress, executor=executor,
+                               device=device, threads=threads):
+            counts[status] += 1
     atomic_write_text(Path(results_dir) / "grid.yaml", yaml.safe_dump(profile_summary(profile), sort_keys=False))
     return counts
 
@@ -315,6 +411,7 @@ def run_grid(
 def profile_summary(profile: Profile) -> dict[str, Any]:
     """The profile as plain data, for the README and for results/<profile>/grid.yaml."""
     out = dataclasses.asdict(profile)
-    out["methods"] = profile.method_names()
-    out["cells"] = len(all_cells(profile))
+    cells = all_cells(profile)
+    out["methods"] = sorted({c.method for c in cells}) if profile.cells_from else profile.method_names()
+    out["cells"] = len(cells)
     return out

@@ -16,14 +16,32 @@ SCHEMA_VERSION = 1
 RECORDS_DIR = "records"
 
 
+def _temp_file(folder: Path, prefix: str) -> tuple[int, str]:
+    """A new temporary file in `folder` (made if missing); a folder that cannot take one is a user error."""
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        return tempfile.mkstemp(dir=folder, prefix=prefix, suffix=".tmp")
+    except OSError as exc:
+        raise KdbenchError(f"cannot write to {folder}: {exc.strerror}") from None
+
+
+def ensure_writable(folder: str | Path, hint: str) -> Path:
+    """Make `folder` and write (then remove) a probe file in it, so that a results or cache folder that cannot
+    be written stops a run before its training, not after. `hint` says how to choose another folder."""
+    folder = Path(folder)
+    try:
+        fd, probe = _temp_file(folder, ".kdbench-probe.")
+    except KdbenchError as exc:
+        raise KdbenchError(f"{exc}; {hint}") from None
+    os.close(fd)
+    os.unlink(probe)
+    return folder
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write `data` to a temporary file beside `path`, flush it to disk, then rename: readers never see half."""
     path = Path(path)
-    try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise KdbenchError(f"cannot write to {path.parent}: {exc.strerror}") from None
+    fd, tmp = _temp_file(path.parent, f".{path.name}.")
     try:
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
@@ -51,6 +69,25 @@ def write_record(record: dict[str, Any], results_dir: str | Path) -> Path:
 def read_record(path: str | Path) -> dict[str, Any]:
     with open(path) as fh:
         return json.load(fh)
+
+
+# Fields that differ between two runs of the same cell on the same machine: wall-clock measurements, where and
+# when it ran, and whether shared work (a teacher, cached teacher outputs) was found or done by this run.
+VOLATILE_FIELDS = ("train_time_s", "train_samples_per_s", "peak_memory_bytes", "latency_ms_b1", "latency_ms_b256",
+                   "teacher_train_time_s", "teacher_latency_ms_b1", "teachers_from_cache", "finished_at", "env", "path")
+VOLATILE_SUFFIX = "_time_s"  # in `extras` too: search, synthesis and assistant times
+
+
+def comparable(record: dict[str, Any]) -> dict[str, Any]:
+    """The record without its volatile fields: two deterministic runs of one cell give equal results."""
+
+    def strip(value: Any) -> Any:
+        if isinstance(value, dict):
+            return {k: strip(v) for k, v in value.items()
+                    if k not in VOLATILE_FIELDS and not k.endswith(VOLATILE_SUFFIX) and k != "teacher_output_cache"}
+        return value
+
+    return strip(record)
 
 
 def load(path: str | Path) -> pd.DataFrame:

@@ -8,7 +8,7 @@ import hashlib
 import json
 import os
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +20,13 @@ from kdbench.data.splits import long_tailed_indices, stratified_indices, symmetr
 from kdbench.engine import Recipe, fit, get_recipe
 from kdbench.errors import KdbenchError
 from kdbench.executor import run_jobs
-from kdbench.methods import Setup, get_method
+from kdbench.methods import Method, Setup, get_method
 from kdbench.methods.base import resolve_hparams
 from kdbench.methods.lifelong import lifelong_summary
 from kdbench.models import create_model
-from kdbench.results import SCHEMA_VERSION, write_record
+from kdbench.models.registry import check_model
+from kdbench.results import SCHEMA_VERSION, ensure_writable, write_record
+from kdbench.teacher_outputs import TeacherOutputCache
 from kdbench.teachers import CachedTeacher, TeacherCache, TeacherKey
 
 SPLIT_SEED = 0  # the training subset and validation split are the same for every seed: seeds vary init and order
@@ -59,10 +61,13 @@ class RunConfig:
         if len(self.teachers) < method.info.teachers:
             need = method.info.teachers
             raise KdbenchError(f"method {self.method!r} needs {need} teacher{'s' * (need > 1)}; pass --teacher")
+        for arch in (self.student, *self.teachers):  # before any teacher is trained for an unknown student
+            check_model(arch)
         recipe = get_recipe(self.recipe)
         epochs = self.epochs if self.epochs is not None else recipe.epochs
-        if epochs < 1 or (self.teacher_epochs is not None and self.teacher_epochs < 1):
-            raise KdbenchError(f"epochs must be at least 1, got {epochs}")
+        for name, value in (("epochs", epochs), ("teacher_epochs", self.teacher_epochs)):
+            if value is not None and value < 1:
+                raise KdbenchError(f"{name} must be at least 1, got {value}")
         resolved = asdict(self)
         resolved.update(
             teachers=list(self.teachers),
@@ -80,6 +85,12 @@ class RunConfig:
 
 def default_cache_dir() -> Path:
     return Path(os.environ.get("KDBENCH_CACHE", Path.home() / ".cache" / "kdbench")).expanduser()
+
+
+def check_folders(results_dir: str | Path, cache_dir: str | Path) -> None:
+    """Fail before any training, not after it, when the results or the teacher-cache folder cannot be written."""
+    ensure_writable(results_dir, "choose another results folder with --results-dir")
+    ensure_writable(cache_dir, "choose another teacher cache with --cache-dir or $KDBENCH_CACHE")
 
 
 @functools.lru_cache(maxsize=4)
@@ -159,34 +170,33 @@ def _warm_teacher(job: tuple[RunConfig, int, str, str]) -> None:
     get_teacher(cfg, index, env.resolve_device(device), TeacherCache(cache_dir), progress=False)
 
 
-def train_teachers(cells: list[RunConfig], device: str, cache_dir: str, workers: int = 1, progress: bool = True) -> int:
-    """Train every distinct teacher the cells need, once, before the cells run; returns how many were needed."""
+def train_teachers(
+    cells: list[RunConfig], device: str, cache_dir: str, workers: int | None = None, progress: bool = True, *,
+    executor: str | None = None, threads: int | None = None,
+) -> int:
+    """Train every distinct teacher the cells need, once, before the cells run; returns how many were needed.
+    `executor`, `workers`, `threads`: as `kdbench.executor.run_jobs`."""
     unique: dict[TeacherKey, tuple[RunConfig, int]] = {}
     for cfg in cells:
         for i in range(len(cfg.teachers)):
             unique.setdefault(teacher_key(cfg, i), (cfg, i))
     jobs = [(cfg, i, device, cache_dir) for cfg, i in unique.values()]
-    for _ in run_jobs(_warm_teacher, jobs, workers, "teachers", progress):
+    for _ in run_jobs(_warm_teacher, jobs, workers, "teachers", progress, executor=executor, device=device,
+                      threads=threads):
         pass
     return len(jobs)
 
 
-def run(
-    cfg: RunConfig,
-    device: str = "auto",
-    results_dir: str | Path = "results/local",
-    cache_dir: str | Path | None = None,
-    data_root: str | Path | None = None,
-    progress: bool = True,
-    latency_repeats: int = 10,
-) -> dict[str, Any]:
-    """Run one cell and write its record; returns the record (its path is `record['path']`)."""
+def build_method(
+    cfg: RunConfig, dev: torch.device, cache: TeacherCache, data_root: str | Path | None = None, progress: bool = True,
+    share_outputs: bool = False,
+) -> tuple[Method, Prepared, list[CachedTeacher]]:
+    """The cell's data, its teachers (from the cache, trained if absent) and its untrained method, seeded as
+    the cell seeds them: what `run` trains and what the bench (kdbench.bench) times. `share_outputs`: serve the
+    teachers' outputs from `kdbench.teacher_outputs` caches under the teacher cache's folder."""
     resolved = cfg.resolve()
-    dev = env.resolve_device(device)
     torch.manual_seed(cfg.seed)
-    cache = TeacherCache(cache_dir or default_cache_dir())
-    recipe, epochs = get_recipe(cfg.recipe), resolved["epochs"]
-    prepared = prepare_data(cfg, recipe, dev, data_root, cfg.seed)
+    prepared = prepare_data(cfg, get_recipe(cfg.recipe), dev, data_root, cfg.seed)
     info = prepared.data.info
 
     teachers = [get_teacher(cfg, i, dev, cache, data_root, progress) for i in range(len(cfg.teachers))]
@@ -198,9 +208,36 @@ def run(
         return create_model(name, info.num_classes, info.in_chans).to(dev)
 
     student = make_model(cfg.student)
-    setup = Setup(student, [t.model for t in teachers], info, make_model, prepared.train.num_samples, epochs,
-                  len(prepared.train), dev)
-    method = get_method(cfg.method)(setup, **resolved["hparams"])
+    output_caches = [TeacherOutputCache(t.model, teacher_key(cfg, i).digest(), cache.root)
+                     for i, t in enumerate(teachers)] if share_outputs else []
+    setup = Setup(student, [t.model for t in teachers], info, make_model, prepared.train.num_samples,
+                  resolved["epochs"], len(prepared.train), dev, output_caches, recipe=get_recipe(cfg.recipe))
+    return get_method(cfg.method)(setup, **resolved["hparams"]), prepared, teachers
+
+
+def run(
+    cfg: RunConfig,
+    device: str = "auto",
+    results_dir: str | Path = "results/local",
+    cache_dir: str | Path | None = None,
+    data_root: str | Path | None = None,
+    progress: bool = True,
+    latency_repeats: int = 10,
+    share_outputs: bool = True,
+) -> dict[str, Any]:
+    """Run one cell and write its record; returns the record (its path is `record['path']`).
+
+    `share_outputs`: take teacher outputs from, and add them to, the cache shared by cells that replay the same
+    batches (`kdbench.teacher_outputs`); the record is the same either way but for timings, memory and its
+    `teacher_output_cache` field ({"hits", "misses", "saved_s"} over all teachers, None when not shared). The
+    cost columns use `standalone_train_time_s`: the training time plus the teacher forward time the hits saved."""
+    resolved = cfg.resolve()
+    dev = env.resolve_device(device)
+    check_folders(results_dir, cache_dir or default_cache_dir())
+    cache = TeacherCache(cache_dir or default_cache_dir())
+    recipe, epochs = get_recipe(cfg.recipe), resolved["epochs"]
+    method, prepared, teachers = build_method(cfg, dev, cache, data_root, progress, share_outputs)
+    info = prepared.data.info
 
     task_accuracy: list[list[float]] = []
     task_classes = method.tasks(info.num_classes)
@@ -212,13 +249,26 @@ def run(
 
     stats = fit(method, prepared.train, recipe, epochs, after_task if task_classes else None, progress,
                 desc=f"{cfg.method} {cfg.student}")
+    outputs_shared = _flush_output_caches(method) if share_outputs else None
     record = _measure(cfg, resolved, method, teachers, prepared, stats, dev, latency_repeats)
+    record["teacher_output_cache"] = outputs_shared
+    # what training would have cost without the shared outputs: the cost columns compare methods as users run them
+    record["standalone_train_time_s"] = stats.wall_time_s + (outputs_shared["saved_s"] if outputs_shared else 0.0)
     if task_classes:
         record["extras"]["task_classes"] = task_classes
         record["extras"]["task_accuracy"] = task_accuracy
         record["extras"].update(lifelong_summary(task_accuracy))  # avg_accuracy, avg_forgetting
     record["path"] = str(write_record(record, results_dir))
     return record
+
+
+def _flush_output_caches(method: Method) -> dict[str, float]:
+    """Write the teacher-output caches' last epochs; returns hits, misses and the teacher forward time the hits
+    saved, over all teachers."""
+    caches = [c for c in method.setup.output_caches if c is not None]
+    for c in caches:
+        c.flush()
+    return {k: sum(c.stats()[k] for c in caches) for k in ("hits", "misses", "saved_s")}
 
 
 def _measure(cfg, resolved, method, teachers, prepared, stats, dev, latency_repeats) -> dict[str, Any]:
@@ -259,7 +309,9 @@ def _measure(cfg, resolved, method, teachers, prepared, stats, dev, latency_repe
         "teacher_latency_ms_b1": teachers[0].meta["latency_ms_b1"] if teachers else None,
         "extra_params": method.extra_parameters(),
         "flops_per_image": metrics.flops_per_image(model, shape, dev),
-        "train_flops_per_sample": metrics.training_step_flops(method, next(iter(prepared.train.epoch(0)))),
+        # without its view, the batch is never served from a cache: the teacher's forward pass is counted
+        "train_flops_per_sample": metrics.training_step_flops(method, replace(next(iter(prepared.train.epoch(0))),
+                                                                              view=None)),
         "deployable_bytes": method.deployable_size_bytes() or metrics.state_dict_bytes(model),
         "latency_ms_b1": metrics.latency_ms(model, shape, 1, dev, repeats=latency_repeats),
         "latency_ms_b256": metrics.latency_ms(model, shape, 256, dev, repeats=max(3, latency_repeats // 3),

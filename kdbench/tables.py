@@ -86,12 +86,16 @@ def main_setting(df: pd.DataFrame, variants: bool = False) -> pd.DataFrame:
 def with_reference(df: pd.DataFrame) -> pd.DataFrame:
     """Successful cells joined to their reference cell (same data, pair and seed; the method's `compare_to`)."""
     ok = df[df["status"] == "ok"].copy()
-    ref = ok[ok["variant"] == ""][KEY + ["method", "student_top1", "train_time_s", "train_flops_per_sample"]]
-    ref = ref.rename(columns={"method": "compare_to", "student_top1": "ref_top1", "train_time_s": "ref_time",
+    # a method's cost as run alone: shared teacher outputs (kdbench.teacher_outputs) only speed the grid up
+    standalone = ok["standalone_train_time_s"] if "standalone_train_time_s" in ok else ok["train_time_s"]
+    ok["cost_time_s"] = standalone.fillna(ok["train_time_s"])
+    ok["cost_samples_per_s"] = ok["train_samples_per_s"] * ok["train_time_s"] / ok["cost_time_s"]
+    ref = ok[ok["variant"] == ""][KEY + ["method", "student_top1", "cost_time_s", "train_flops_per_sample"]]
+    ref = ref.rename(columns={"method": "compare_to", "student_top1": "ref_top1", "cost_time_s": "ref_time",
                               "train_flops_per_sample": "ref_flops"})
     joined = ok.merge(ref, on=KEY + ["compare_to"], how="left")
     joined["boost"] = joined["student_top1"] - joined["ref_top1"]
-    joined["time_x"] = joined["train_time_s"] / joined["ref_time"]
+    joined["time_x"] = joined["cost_time_s"] / joined["ref_time"]
     joined["flops_x"] = joined["train_flops_per_sample"] / joined["ref_flops"]
     joined["size_vs_teacher"] = joined["deployable_bytes"] / joined["teacher_bytes"]
     joined["latency_vs_teacher"] = joined["latency_ms_b1"] / joined["teacher_latency_ms_b1"]
@@ -124,8 +128,11 @@ def catalogue_table(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def method_table(df: pd.DataFrame) -> pd.DataFrame:
-    """Per method and pair: top-1, boost over its reference with 95% CI over seeds, and cost ratios."""
-    joined = with_reference(main_setting(df, variants=True))
+    """Per method and pair: top-1, boost over its reference with 95% CI over seeds, and cost ratios. Failed cells
+    are counted, and a method whose every cell failed keeps its row (marked failed) rather than vanishing."""
+    main = main_setting(df, variants=True)
+    joined = with_reference(main)
+    failed = _failed_counts(main)
     rows = []
     for (label, pair), g in joined.groupby(["label", "pair"], sort=True):
         method = g["method"].iloc[0]
@@ -133,15 +140,27 @@ def method_table(df: pd.DataFrame) -> pd.DataFrame:
         boost = mean_ci(g["boost"])
         rows.append({
             "technique": info.technique if info else "?", "method": label, "pair": pair,
-            "vs": g["compare_to"].iloc[0], "seeds": boost[2],
+            "vs": g["compare_to"].iloc[0], "seeds": boost[2], "failed cells": failed.pop((label, pair), 0),
             "top-1 (%)": f"{g['student_top1'].mean():.2f}", "teacher top-1 (%)": f"{g['teacher_top1'].mean():.2f}",
             "boost (pts, 95% CI)": fmt(*boost[:2]),
             "train time ×": f"{g['time_x'].mean():.2f}", "train FLOPs ×": f"{g['flops_x'].mean():.2f}",
-            "samples/s": f"{g['train_samples_per_s'].mean():.0f}",
+            "samples/s": f"{g['cost_samples_per_s'].mean():.0f}",
             "size vs teacher": f"{g['size_vs_teacher'].mean():.3f}",
             "extra params": int(g["extra_params"].mean()),
         })
-    return pd.DataFrame(rows)
+    for (label, pair), n in failed.items():
+        method = main.loc[main["label"] == label, "method"].iloc[0]
+        technique = METHODS[method].info.technique if method in METHODS else "?"
+        rows.append({"technique": technique, "method": label, "pair": pair, "seeds": 0, "failed cells": n,
+                     "top-1 (%)": "failed", "boost (pts, 95% CI)": "failed"})
+    return pd.DataFrame(rows).astype(object).fillna("—")
+
+
+def _failed_counts(df: pd.DataFrame) -> dict[tuple[str, str], int]:
+    """Failed cells per (method label, pair)."""
+    if "status" not in df:
+        return {}
+    return {key: int(n) for key, n in df[df["status"] == "failed"].groupby(["label", "pair"]).size().items()}
 
 
 def table4(df: pd.DataFrame) -> pd.DataFrame:
@@ -159,7 +178,8 @@ def table4(df: pd.DataFrame) -> pd.DataFrame:
             "resource_efficiency": g["size_vs_teacher"].mean() if len(g) else math.nan,
             "computational_complexity": g["time_x"].mean() if len(g) else math.nan,
         }
-        row = {"technique": technique, "methods": ", ".join(methods), "cells": len(g),
+        failed = int(((df["status"] == "failed") & df["method"].isin(methods)).sum()) if "status" in df else 0
+        row = {"technique": technique, "methods": ", ".join(methods), "cells": len(g), "failed cells": failed,
                "boost pooled (pts, 95% CI)": fmt(*boost[:2]), "boost per pair": per_pair or "—",
                "size vs teacher": f"{measured['resource_efficiency']:.3f}",
                "latency vs teacher": f"{g['latency_vs_teacher'].mean():.2f}" if len(g) else "—",

@@ -1,6 +1,7 @@
 """The teacher cache: a trained teacher is stored under a key of everything that determines it, and reused by
 every method and cell that asks for the same teacher.
 
+Training a teacher is claimed with a lock file (`kdbench.locks`), so concurrent runs never train one twice.
 A checkpoint is trusted only when its SHA-256 sidecar (written after the checkpoint, as the commit marker)
 matches and it loads strictly; anything else — truncated, corrupted, missing its sidecar — is retrained.
 """
@@ -19,6 +20,8 @@ from typing import Any
 import torch
 import torch.nn as nn
 
+from kdbench.errors import KdbenchWarning
+from kdbench.locks import Claim
 from kdbench.results import atomic_write_bytes, atomic_write_text
 
 
@@ -64,13 +67,17 @@ class TeacherCache:
         build: Callable[[], nn.Module],
         train: Callable[[nn.Module], dict[str, Any]],
     ) -> CachedTeacher:
-        """Load the teacher for `key`, or build and train it with `train(model) -> meta` and store it."""
+        """Load the teacher for `key`, or build and train it with `train(model) -> meta` and store it.
+
+        The key is claimed while this happens, so concurrent runs train each teacher once: a run that finds the
+        teacher being trained waits for it and loads the result."""
         model = build()
-        meta = self._load(key, model)
-        if meta is not None:
-            return CachedTeacher(model, meta, from_cache=True)
-        meta = train(model)
-        self._store(key, model, meta)
+        with Claim(self.path(key).with_suffix(".lock")):
+            meta = self._load(key, model)
+            if meta is not None:
+                return CachedTeacher(model, meta, from_cache=True)
+            meta = train(model)
+            self._store(key, model, meta)
         return CachedTeacher(model, meta, from_cache=False)
 
     def _load(self, key: TeacherKey, model: nn.Module) -> dict[str, Any] | None:
@@ -81,12 +88,14 @@ class TeacherCache:
         try:
             data = path.read_bytes()
             if hashlib.sha256(data).hexdigest() != sidecar.read_text().strip():
-                raise ValueError("checksum mismatch")
+                raise ValueError("its SHA-256 does not match its .sha256 sidecar: truncated or corrupted")
             payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
             model.load_state_dict(payload["state_dict"])
             return payload["meta"]
         except Exception as exc:  # truncated, corrupt, half-written: never use it
-            warnings.warn(f"teacher checkpoint {path} is unusable ({exc}); retraining it", stacklevel=2)
+            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # torch's errors run to pages
+            warnings.warn(f"teacher checkpoint {path} is unusable ({reason}); retraining it", KdbenchWarning,
+                          stacklevel=2)
             return None
 
     def _store(self, key: TeacherKey, model: nn.Module, meta: dict[str, Any]) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-import shutil
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -20,6 +19,7 @@ import torch
 import torchvision
 
 from kdbench.errors import KdbenchError, check_choice
+from kdbench.results import atomic_write_bytes
 
 
 @dataclass(frozen=True)
@@ -82,28 +82,27 @@ def bundled_fashion_mnist_dir() -> Path:
     return Path(str(resources.files("kdbench.data") / "fashion_mnist"))
 
 
-def _unpack_bundled_fashion_mnist(root: Path) -> None:
+def _unpack_bundled_fashion_mnist(root: Path, src: Path) -> None:
     """Verify the bundled .gz files and place the IDX files where torchvision looks for them.
 
     torchvision's own md5 check would reject these recompressed .gz files and try the network, so we check our
-    own SHA-256 sums and hand torchvision the decompressed files, which it accepts with download=False.
+    own SHA-256 sums and hand torchvision the decompressed files, which it accepts with download=False. Every
+    file is checked before any is written, and each is written atomically, so a bad file leaves nothing behind.
     """
     raw = root / "FashionMNIST" / "raw"
-    src = bundled_fashion_mnist_dir()
-    for name, expected in FASHION_MNIST_SHA256.items():
-        target = raw / name[: -len(".gz")]
-        if target.exists():
-            continue
-        got = sha256(src / name)
+    missing = [name for name in FASHION_MNIST_SHA256 if not (raw / name[: -len(".gz")]).exists()]
+    fix = "reinstall kdbench, or restore the file with git in a source checkout"
+    for name in missing:
+        try:
+            got, expected = sha256(src / name), FASHION_MNIST_SHA256[name]
+        except OSError as exc:
+            raise KdbenchError(f"cannot read Fashion-MNIST file {src / name} ({exc.strerror}); {fix}") from None
         if got != expected:
-            raise KdbenchError(
-                f"bundled Fashion-MNIST file {src / name} has SHA-256 {got}, expected {expected}; reinstall kdbench"
-            )
-        raw.mkdir(parents=True, exist_ok=True)
-        tmp = target.with_suffix(f".tmp{os.getpid()}")
-        with gzip.open(src / name, "rb") as fin, open(tmp, "wb") as fout:
-            shutil.copyfileobj(fin, fout)
-        os.replace(tmp, target)
+            raise KdbenchError(f"Fashion-MNIST file {src / name} does not match its checksum (SHA-256 {got[:12]}..., "
+                               f"expected {expected[:12]}...): it is corrupt; {fix}")
+    for name in missing:
+        with gzip.open(src / name, "rb") as fh:
+            atomic_write_bytes(raw / name[: -len(".gz")], fh.read())
 
 
 def _as_nchw(data: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -135,12 +134,14 @@ def _torchvision_split(name: str, root: Path, train: bool):
         ) from None
 
 
-def load_dataset(name: str, root: str | Path | None = None) -> TensorData:
-    """Load a whole dataset into memory as tensors (all of kdbench's datasets fit: at most 180 MB)."""
+def load_dataset(name: str, root: str | Path | None = None, bundled: str | Path | None = None) -> TensorData:
+    """Load a whole dataset into memory as tensors (all of kdbench's datasets fit: at most 180 MB).
+
+    `bundled`: where Fashion-MNIST's .gz files are read from when `root` lacks them (default: the package's)."""
     info = DATASETS[check_choice("dataset", name, DATASETS)]
     root = Path(root).expanduser() if root else default_root()
     if name == "fashion-mnist" and not (root / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte").exists():
-        _unpack_bundled_fashion_mnist(root)
+        _unpack_bundled_fashion_mnist(root, Path(bundled) if bundled else bundled_fashion_mnist_dir())
     train, test = _torchvision_split(name, root, True), _torchvision_split(name, root, False)
     return TensorData(
         info=info,

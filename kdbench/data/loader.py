@@ -7,8 +7,11 @@ networks' training step. Here an epoch's order, crop offsets and flips are drawn
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 
@@ -17,11 +20,16 @@ from kdbench.data.catalog import DatasetInfo
 
 @dataclass
 class Batch:
-    """One training or evaluation batch: normalised images, labels and their indices into the source split."""
+    """One training or evaluation batch: normalised images, labels and their indices into the source split.
+
+    `view` names the exact augmented pixels, (stream digest, epoch, batch number), for caches of teacher outputs
+    (`kdbench.teacher_outputs`); None (synthetic or hand-made inputs) means "compute, never look up".
+    """
 
     x: torch.Tensor
     y: torch.Tensor
     index: torch.Tensor
+    view: tuple[str, int, int] | None = None
 
     def __len__(self) -> int:
         return len(self.y)
@@ -97,6 +105,19 @@ class BatchStream:
     def num_samples(self) -> int:
         return len(self.labels)
 
+    @functools.cached_property
+    def digest(self) -> str:
+        """Names the stream by everything that determines its batches' pixels: the images, which samples, labels,
+        seed, batch size, train/eval, the dataset's augmentation and normalisation, and the device the pixels are
+        computed on. Equal digests give equal batches for every (epoch, batch number). A stream is not changed
+        after it is built (`subset` builds a new one)."""
+        spec = {"info": asdict(self.info), "batch_size": self.batch_size, "seed": self.seed, "train": self.train,
+                "device": self.device.type, "images": [str(self.images.dtype), list(self.images.shape)]}
+        h = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
+        for tensor in (self.images, self.index, self.labels):
+            h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
+        return h.hexdigest()[:24]
+
     def augmentation(self, epoch: int) -> Augmentation:
         """The epoch's draws, from a CPU generator so they do not depend on the device."""
         gen = torch.Generator().manual_seed(1_000_003 * self.seed + epoch)
@@ -107,17 +128,18 @@ class BatchStream:
         return Augmentation(order, offsets, flips)
 
     def epoch(self, epoch: int = 0) -> Iterator[Batch]:
-        if not self.train:
-            for start in range(0, len(self.labels), self.batch_size):
+        if not self.train:  # the same batches whatever the epoch
+            for number, start in enumerate(range(0, len(self.labels), self.batch_size)):
                 sl = slice(start, start + self.batch_size)
-                yield Batch(normalize(self.images[sl], self.info), self.labels[sl], self.index[sl])
+                yield Batch(normalize(self.images[sl], self.info), self.labels[sl], self.index[sl],
+                            (self.digest, 0, number))
             return
         aug = self.augmentation(epoch)
         order, offsets, flips = (t.to(self.device) for t in (aug.order, aug.offsets, aug.flips))
         for b in range(len(self)):
             pick = order[b * self.batch_size : (b + 1) * self.batch_size]
             x = random_crop_flip(self.images[pick].float() / 255.0, offsets[pick], flips[pick], self.info.crop_padding)
-            yield Batch(normalize(x, self.info), self.labels[pick], self.index[pick])
+            yield Batch(normalize(x, self.info), self.labels[pick], self.index[pick], (self.digest, epoch, b))
 
     def subset(self, keep: torch.Tensor) -> BatchStream:
         """A stream over the samples where boolean mask `keep` is set (e.g. one task's classes)."""

@@ -88,7 +88,7 @@ class AdversarialKD(Method):
         if self._kept is not None and self._kept[0] is batch.x:
             _, student, teacher = self._kept
         else:
-            student, teacher = self.student(batch.x), self.teacher_outputs(batch.x).logits
+            student, teacher = self.student(batch.x), self.teacher_outputs(batch).logits
         self._kept = (batch.x, student, teacher) if keep else None
         return student, teacher
 

@@ -28,7 +28,7 @@ class AT(Method):
 
     def loss_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
         out = self.student_outputs(batch.x)
-        teacher = self.teacher_outputs(batch.x, features=True)
+        teacher = self.teacher_outputs(batch, features=True)
         # RepDistiller uses every stage after the stem; pair the deepest stages when the counts differ
         n = min(len(out.stages), len(teacher.stages)) - 1
         pairs = zip(out.stages[-n:], teacher.stages[-n:], strict=True)

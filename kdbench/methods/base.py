@@ -29,6 +29,7 @@ from kdbench.data.catalog import DatasetInfo
 from kdbench.data.loader import Batch, BatchStream
 from kdbench.errors import KdbenchError, check_choice, unknown
 from kdbench.models.features import Outputs, forward_with_features
+from kdbench.teacher_outputs import TeacherOutputCache, teacher_forward
 
 # The rows of the survey's Table 4, in its order; every method belongs to exactly one.
 TECHNIQUES: tuple[str, ...] = (
@@ -88,6 +89,11 @@ class Setup:
     epochs: int
     steps_per_epoch: int
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    # per teacher (same order), outputs shared with other cells that replay the same batches; None: compute
+    output_caches: list[TeacherOutputCache | None] = field(default_factory=list)
+    # the run's SGD recipe (a kdbench.engine.Recipe; the engine imports this module), for methods that train a
+    # model of their own the way the student is trained (takd's assistant); None: kdbench's cpu recipe
+    recipe: Any = None
 
 
 class Method(nn.Module):
@@ -181,12 +187,17 @@ class Method(nn.Module):
     def teacher(self) -> nn.Module:
         return self._teachers[0]
 
-    def teacher_outputs(self, x: torch.Tensor, index: int = 0, features: bool = False) -> Outputs:
-        """A frozen teacher's view of `x`, computed under inference mode (no autograd bookkeeping)."""
+    def teacher_outputs(self, source: Batch | torch.Tensor, index: int = 0, features: bool = False) -> Outputs:
+        """Teacher `index`'s outputs for a batch (pass the `Batch` itself, so they can come from the run's shared
+        cache of teacher outputs) or for raw inputs such as synthetic images (always computed). Computed under
+        inference mode; treat them as read-only, since cached tensors are shared."""
         teacher = self._teachers[index]
-        with torch.inference_mode():
-            out = forward_with_features(teacher, x, stages=features, embedding=features)
-        return out.detached_copy()
+        if isinstance(source, Batch):
+            cache = self.setup.output_caches[index] if index < len(self.setup.output_caches) else None
+            if cache is not None and cache.teacher is teacher:
+                return cache.outputs(source, features)
+            source = source.x
+        return teacher_forward(teacher, source, features)
 
     def student_outputs(self, x: torch.Tensor) -> Outputs:
         return forward_with_features(self.student, x)

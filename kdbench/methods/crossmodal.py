@@ -97,7 +97,7 @@ class CrossModal(ModalityStudent):
     def loss_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
         align = self.hp["align_weight"] > 0
         out = forward_with_features(self.student, self.transform(batch.x), stages=False, embedding=align)
-        teacher = self.teacher_outputs(batch.x, features=align)  # the teacher sees the image itself
+        teacher = self.teacher_outputs(batch, features=align)  # the teacher sees the image itself
         terms = {
             "ce": self.hp["ce_weight"] * F.cross_entropy(out.logits, batch.y),
             "kd": self.hp["kd_weight"] * kd_loss(out.logits, teacher.logits, self.hp["temperature"]),

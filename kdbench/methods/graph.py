@@ -42,7 +42,7 @@ class IRG(Method):
 
     def loss_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
         out = self.student_outputs(batch.x)
-        teacher = self.teacher_outputs(batch.x, features=True)
+        teacher = self.teacher_outputs(batch, features=True)
         student_layers = [*out.stages[-2:], out.embedding]
         teacher_layers = [*teacher.stages[-2:], teacher.embedding]
         irg = irg_loss(

@@ -68,7 +68,7 @@ class MultiTeacher(Method):
 
     def loss_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
         logits = self.student(batch.x)
-        teachers = [self.teacher_outputs(batch.x, i).logits for i in range(len(self.teachers))]
+        teachers = [self.teacher_outputs(batch, i).logits for i in range(len(self.teachers))]
         t = self.hp["temperature"]
         target = soft_target(teachers, batch.y, t, self.hp["weighting"])
         kd = F.kl_div(F.log_softmax(logits / t, dim=1), target, reduction="batchmean") * t**2

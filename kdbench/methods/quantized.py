@@ -230,7 +230,7 @@ class QKD(_QuantizedStudent):
 
     def loss_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
         logits = self.student_logits(batch.x)
-        teacher = self.teacher_outputs(batch.x).logits
+        teacher = self.teacher_outputs(batch).logits
         return {
             "ce": self.hp["ce_weight"] * F.cross_entropy(logits, batch.y),
             "kd": self.hp["kd_weight"] * kd_loss(logits, teacher, self.hp["temperature"]),

@@ -30,7 +30,7 @@ class RKD(Method):
 
     def loss_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
         out = self.student_outputs(batch.x)
-        teacher = self.teacher_outputs(batch.x, features=True)
+        teacher = self.teacher_outputs(batch, features=True)
         # RepDistiller feeds RKD feat[-1]: the pooled features that enter the classifier
         rkd = rkd_loss(out.embedding, teacher.embedding, self.hp["distance_weight"], self.hp["angle_weight"])
         return {
@@ -57,7 +57,7 @@ class SP(Method):
 
     def loss_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
         out = self.student_outputs(batch.x)
-        teacher = self.teacher_outputs(batch.x, features=True)
+        teacher = self.teacher_outputs(batch, features=True)
         # RepDistiller feeds SP feat[-2]: the last stage's output, before pooling
         sp = similarity_preserving_loss(out.stages[-1], teacher.stages[-1])
         return {

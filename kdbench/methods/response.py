@@ -29,7 +29,7 @@ class KD(Method):
 
     def loss_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
         logits = self.student(batch.x)
-        teacher = self.teacher_outputs(batch.x).logits
+        teacher = self.teacher_outputs(batch).logits
         return {
             "ce": self.hp["ce_weight"] * F.cross_entropy(logits, batch.y),
             "kd": self.hp["kd_weight"] * kd_loss(logits, teacher, self.hp["temperature"]),
@@ -65,7 +65,7 @@ class DKD(Method):
 
     def loss_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
         logits = self.student(batch.x)
-        teacher = self.teacher_outputs(batch.x).logits
+        teacher = self.teacher_outputs(batch).logits
         dkd = dkd_loss(logits, teacher, batch.y, self.hp["alpha"], self.hp["beta"], self.hp["temperature"])
         return {
             "ce": self.hp["ce_weight"] * F.cross_entropy(logits, batch.y),

@@ -34,12 +34,17 @@ def register(family: str) -> Callable[[Callable[..., nn.Module]], Callable[..., 
     return deco
 
 
-def create_model(name: str, num_classes: int, in_chans: int) -> nn.Module:
-    """Build a kdbench or timm architecture for a dataset; an unknown name lists kdbench's own."""
+def check_model(name: str) -> str:
+    """Return `name` if kdbench or timm can build it; else the error listing kdbench's own architectures."""
     if name not in KDBENCH_MODELS and not timm.is_model(name):
         listed = ", ".join(sorted(KDBENCH_MODELS))
         raise KdbenchError(f"unknown model {name!r}; valid choices: {listed}, or any timm model name")
-    return timm.create_model(name, num_classes=num_classes, in_chans=in_chans)
+    return name
+
+
+def create_model(name: str, num_classes: int, in_chans: int) -> nn.Module:
+    """Build a kdbench or timm architecture for a dataset; an unknown name lists kdbench's own."""
+    return timm.create_model(check_model(name), num_classes=num_classes, in_chans=in_chans)
 
 
 class CifarNet(nn.Module):
