@@ -422,7 +422,10 @@ COLUMN_NOTES = (
     "forward + backward of each call of the method's own modules alone, an inference forward only for a frozen one (`modules_timed`); `ideal_ms`: their "
     "sum, and `vs_ideal`: the step over it. `setup_s`: untimed work before the first step (search, synthesis, "
     "estimates); `peak_memory_mb`: memory the first step adds (on the CPU, resident-set growth after freed memory "
-    "was returned to the system: a rough figure)."
+    "was returned to the system: a rough figure). A row named `(cached teacher outputs)` serves the teachers' "
+    "outputs from `kdbench.teacher_outputs` (filled by one untimed pass over the batches), as grid cells sharing "
+    "outputs get them; it is timed for each offline method whose every teacher call the cache can serve (stage "
+    "features only while an epoch of them fits the cache's budget)."
 )
 
 
