@@ -1,4 +1,4 @@
-"""Keep README.md's generated sections (method table, profiles, measured Table 4) in sync with the code and
+"""Keep README.md's generated sections (method table, profiles, measured Table 4, claims) in sync with the code and
 the committed results: the text between `<!-- NAME:start -->` and `<!-- NAME:end -->` is replaced."""
 
 from __future__ import annotations
@@ -41,9 +41,23 @@ def table4_section(results_dir: Path) -> str:
     return "\n".join([*(line for line in source if line.startswith("- ")), "", path.read_text().strip()])
 
 
+def claims_section(results_dir: Path) -> str:
+    """The claims' verdicts, from the summary the claims notebook wrote (claims.csv); details and figures stay in
+    claims.md, which this links."""
+    path = results_dir / "claims.csv"
+    if not path.exists():
+        return f"_No results yet: run `python run_all.py --profile {results_dir.name}`._"
+    summary = pd.read_csv(path)
+    link = f"results/{results_dir.name}/claims.md"
+    rows = summary[["#", "technique", "the survey says", "measured (95% CI)", "replicates", "verdict"]]
+    return "\n".join([f"Effects are signed so that positive means what the survey says; experiments, per-claim tables "
+                      f"and figures: [{link}]({link}).", "", tables.to_markdown(rows)])
+
+
 def render(readme: str, root: Path) -> str:
     sections = {"methods": methods_section(), "profiles": profiles_section(),
-                "table4": table4_section(root / "results" / "cpu")}
+                "table4": table4_section(root / "results" / "cpu"),
+                "claims": claims_section(root / "results" / "claims")}
     for name, body in sections.items():
         pattern = re.compile(rf"(<!-- {name}:start -->\n)(?:.*?\n)?(<!-- {name}:end -->)", re.S)
         readme = pattern.sub(lambda m, body=body: f"{m.group(1)}{body}\n{m.group(2)}", readme)

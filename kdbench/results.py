@@ -38,11 +38,23 @@ def ensure_writable(folder: str | Path, hint: str) -> Path:
     return folder
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp makes files only their owner can read; results are shared (a team's results folder, a cluster's
+# scratch), so a finished file gets the mode any other new file would get
+FILE_MODE = 0o666 & ~_umask()
+
+
 def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
     """Write `data` to a temporary file beside `path`, flush it to disk, then rename: readers never see half."""
     path = Path(path)
     fd, tmp = _temp_file(path.parent, f".{path.name}.")
     try:
+        os.fchmod(fd, FILE_MODE)
         with os.fdopen(fd, "wb") as fh:
             fh.write(data)
             fh.flush()

@@ -26,7 +26,7 @@ from kdbench.methods.lifelong import lifelong_summary
 from kdbench.models import create_model
 from kdbench.models.registry import check_model
 from kdbench.results import SCHEMA_VERSION, ensure_writable, write_record
-from kdbench.teacher_outputs import TeacherOutputCache
+from kdbench.teacher_outputs import DEFAULT_FEATURE_BUDGET_BYTES, TeacherOutputCache
 from kdbench.teachers import CachedTeacher, TeacherCache, TeacherKey
 
 SPLIT_SEED = 0  # the training subset and validation split are the same for every seed: seeds vary init and order
@@ -189,11 +189,12 @@ def train_teachers(
 
 def build_method(
     cfg: RunConfig, dev: torch.device, cache: TeacherCache, data_root: str | Path | None = None, progress: bool = True,
-    share_outputs: bool = False,
+    share_outputs: bool = False, feature_budget_bytes: int = DEFAULT_FEATURE_BUDGET_BYTES,
 ) -> tuple[Method, Prepared, list[CachedTeacher]]:
     """The cell's data, its teachers (from the cache, trained if absent) and its untrained method, seeded as
     the cell seeds them: what `run` trains and what the bench (kdbench.bench) times. `share_outputs`: serve the
-    teachers' outputs from `kdbench.teacher_outputs` caches under the teacher cache's folder."""
+    teachers' outputs from `kdbench.teacher_outputs` caches under the teacher cache's folder, keeping stage
+    features while an epoch of them fits `feature_budget_bytes`."""
     resolved = cfg.resolve()
     torch.manual_seed(cfg.seed)
     prepared = prepare_data(cfg, get_recipe(cfg.recipe), dev, data_root, cfg.seed)
@@ -208,7 +209,7 @@ def build_method(
         return create_model(name, info.num_classes, info.in_chans).to(dev)
 
     student = make_model(cfg.student)
-    output_caches = [TeacherOutputCache(t.model, teacher_key(cfg, i).digest(), cache.root)
+    output_caches = [TeacherOutputCache(t.model, teacher_key(cfg, i).digest(), cache.root, feature_budget_bytes)
                      for i, t in enumerate(teachers)] if share_outputs else []
     setup = Setup(student, [t.model for t in teachers], info, make_model, prepared.train.num_samples,
                   resolved["epochs"], len(prepared.train), dev, output_caches, recipe=get_recipe(cfg.recipe))

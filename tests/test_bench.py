@@ -100,3 +100,20 @@ def test_cli_user_errors(argv, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.startswith("kdbench: error:") and len(err.strip().splitlines()) == 1
+
+
+def test_features_over_budget_get_a_held_row_not_a_cached_one(tmp_path):
+    """Above the cache's budget the grid recomputes features, so no `cached` row may claim otherwise; the `held`
+    row serves them anyway, splitting the step into its teacher forward and the rest."""
+    import kdbench.bench as bench_module
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setitem(RECIPES, "bench-tiny", Recipe("bench-tiny", 1, 32, 0.05))
+        mp.setattr(bench_module, "DEFAULT_FEATURE_BUDGET_BYTES", 1)
+        frame = bench(TINY, methods=["baseline", "fitnet"], device="cpu", settings=Settings(0, 1, 1),
+                      cache_dir=tmp_path, progress=False).set_index("method", drop=False)
+    assert "fitnet (cached teacher outputs)" not in frame.index
+    held = frame.loc["fitnet (teacher outputs held in memory)"]
+    assert held["teachers_ms"] == 0 and held["modules_timed"] == "regressor" and held["ideal_target"] in ("met", "not met")
+    assert "exceeds the output cache's budget" in frame.loc["fitnet", "note"]
+    assert "(teacher outputs held in memory) within" in "\n".join(bench_module.target_lines(frame))

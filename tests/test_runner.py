@@ -129,3 +129,16 @@ def test_methods_listing_json_and_module_entry_point():
     rows = json.loads(out.stdout)
     assert {"baseline", "kd", "fitnet", "at"} <= {r["name"] for r in rows}
     assert all({"technique", "scheme", "knowledge", "reference"} <= set(r) for r in rows)
+
+
+def test_results_files_get_the_mode_of_any_new_file(tmp_path):
+    """Temporary files are private to their owner; a finished result must be readable as the umask allows."""
+    import os
+    import stat
+
+    from kdbench.results import atomic_write_text
+
+    mask = os.umask(0)
+    os.umask(mask)
+    path = atomic_write_text(tmp_path / "r.json", "{}")
+    assert stat.S_IMODE(path.stat().st_mode) == 0o666 & ~mask
