@@ -191,11 +191,15 @@ def minus(frame: pd.DataFrame, is_reference: pd.Series, on: Sequence[str], value
 
 
 def ci_text(values: pd.Series, digits: int = 2, signed: bool = True) -> str:
+    """Mean ± 95% CI half-width; a value every replicate shares (one teacher's size or accuracy, a reference's
+    zero) alone, since an interval of width 0 says nothing, and a shared whole number (a parameter count) as one."""
     mean, half, n = tables.mean_ci(values)
     if n == 0:
         return "—"
+    if pd.Series(values).dropna().nunique() == 1 and float(mean).is_integer() and not signed:
+        return f"{mean:,.0f}"
     text = f"{mean:+.{digits}f}" if signed else f"{mean:.{digits}f}"
-    return text if n < 2 else f"{text} ± {half:.{digits}f}"
+    return text if n < 2 or pd.Series(values).dropna().nunique() == 1 else f"{text} ± {half:.{digits}f}"
 
 
 def summarise(frame: pd.DataFrame, by: Sequence[str], columns: dict[str, tuple[str, bool]]) -> pd.DataFrame:

@@ -197,3 +197,11 @@ def test_end_to_end_mini_run(tmp_path):
     summary = pd.read_csv(out / "claims.csv").set_index("#")
     assert summary.loc[4, "replicates"] == 1 and summary.loc[3, "replicates"] == 1
     assert summary.loc[1, "replicates"] == 0 and summary.loc[1, "verdict"] == claims.INCONCLUSIVE
+
+
+def test_table_cells_show_an_interval_only_where_replicates_differ():
+    assert claims.ci_text(pd.Series([1.0, 2.0, 3.0])) == "+2.00 ± 2.48"
+    assert claims.ci_text(pd.Series([174970.0] * 3), signed=False) == "174,970"  # one teacher's size, every seed
+    assert claims.ci_text(pd.Series([80.38] * 3), signed=False) == "80.38"
+    assert claims.ci_text(pd.Series([0.0] * 3)) == "+0.00"  # a reference against itself
+    assert claims.ci_text(pd.Series([5.0])) == "+5.00" and claims.ci_text(pd.Series([], dtype=float)) == "—"
