@@ -196,10 +196,11 @@ def ci_text(values: pd.Series, digits: int = 2, signed: bool = True) -> str:
     mean, half, n = tables.mean_ci(values)
     if n == 0:
         return "—"
-    if pd.Series(values).dropna().nunique() == 1 and float(mean).is_integer() and not signed:
+    shared = pd.Series(values).dropna().nunique() == 1
+    if shared and float(mean).is_integer() and not signed:
         return f"{mean:,.0f}"
     text = f"{mean:+.{digits}f}" if signed else f"{mean:.{digits}f}"
-    return text if n < 2 or pd.Series(values).dropna().nunique() == 1 else f"{text} ± {half:.{digits}f}"
+    return text if shared else f"{text} ± {half:.{digits}f}"
 
 
 def summarise(frame: pd.DataFrame, by: Sequence[str], columns: dict[str, tuple[str, bool]]) -> pd.DataFrame:

@@ -32,10 +32,14 @@ def profiles_section() -> str:
     return tables.to_markdown(pd.DataFrame(rows))
 
 
+def _no_results(results_dir: Path) -> str:
+    return f"_No results yet: run `python run_all.py --profile {results_dir.name}`._"
+
+
 def table4_section(results_dir: Path) -> str:
     path = results_dir / "tables" / "table4.md"
     if not path.exists():
-        return f"_No results yet: run `python run_all.py --profile {results_dir.name}`._"
+        return _no_results(results_dir)
     run_md = results_dir / "README.md"
     source = run_md.read_text().splitlines()[4:7] if run_md.exists() else []
     return "\n".join([*(line for line in source if line.startswith("- ")), "", path.read_text().strip()])
@@ -46,7 +50,7 @@ def claims_section(results_dir: Path) -> str:
     claims.md, which this links."""
     path = results_dir / "claims.csv"
     if not path.exists():
-        return f"_No results yet: run `python run_all.py --profile {results_dir.name}`._"
+        return _no_results(results_dir)
     summary = pd.read_csv(path)
     link = f"results/{results_dir.name}/claims.md"
     rows = summary[["#", "technique", "the survey says", "measured (95% CI)", "replicates", "verdict"]]
