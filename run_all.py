@@ -4,27 +4,37 @@
     python run_all.py --profile smoke          # a 3-minute plumbing check
     python run_all.py --profile claims         # the survey's trade-off claims tested (about 2 hours)
     python run_all.py --profile cpu --executor ray   # grid cells as Ray tasks ($RAY_ADDRESS's cluster)
+    python run_all.py --profile my_grid.yaml   # a grid of your own, into results/<its name>/
 
-Executed notebooks go to results/<profile>/notebooks/, tables and figures to results/<profile>/. A second run
-skips the grid cells that are finished; an interrupted run resumes.
+The grid runs in this process first, with its progress in the terminal (cells done / total, the cell running,
+the time left); the grid notebook then records what ran, and the others build the tables and figures. Executed
+notebooks go to results/<profile>/notebooks/, tables and figures to results/<profile>/. A second run skips the
+grid cells that are finished; an interrupted run resumes. Exit status: 0, 1 when grid cells failed (their
+errors are in tables/failed.md; `--retry-failed` runs them again), 2 for bad input, 130 when interrupted.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
+import nbformat
 import papermill
 from tqdm.auto import tqdm
+from traitlets.config import Config
 
 from kdbench import env, grid, runner, tables
+from kdbench.cli import INTERRUPTED, add_data_root, grid_outcome, one_line_warnings, use_data_root
 from kdbench.errors import KdbenchError
-from kdbench.executor import resolve_executor
+from kdbench.executor import EXECUTORS, resolve_executor
 from kdbench.results import atomic_write_text
 
 HERE = Path(__file__).resolve().parent
@@ -34,6 +44,10 @@ CLAIMS_NOTEBOOK = "06_claims"
 # experiments (grid.EXPERIMENTS) with a notebook of their own instead of the grid's, by their cells' source
 EXPERIMENT_NOTEBOOKS = {"kdbench.claims:all_cells": [CLAIMS_NOTEBOOK]}
 JOB_NOTEBOOKS = {GRID_NOTEBOOK, CLAIMS_NOTEBOOK}  # the notebooks that run jobs, so take an executor
+# the kernels' settings while run_all executes notebooks: no progress bars in the saved outputs (the terminal
+# has them), and the kernel's sockets as local files rather than TCP, which ipykernel warns about on every start
+KERNEL_ENV = {"TQDM_DISABLE": "1"}
+KERNEL_CONFIG = Config({"KernelManager": {"transport": "ipc"}})
 
 
 def notebooks_for(profile: str) -> list[str]:
@@ -41,57 +55,127 @@ def notebooks_for(profile: str) -> list[str]:
     return EXPERIMENT_NOTEBOOKS.get(grid.get_profile(profile).cells_from, NOTEBOOKS)
 
 
-def run_notebooks(profile: str, device: str, results_dir: Path, workers: int | None, executor: str) -> None:
-    out_dir = results_dir / "notebooks"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    common = {"profile": profile, "device": device, "results_dir": str(results_dir), "workers": workers}
-    for name in tqdm(notebooks_for(profile), desc=f"notebooks ({profile})"):
-        # only the notebooks that run jobs have an executor in their parameter cell
-        params = {**common, "executor": executor} if name in JOB_NOTEBOOKS else common
-        final = out_dir / f"{name}.ipynb"
-        partial = out_dir / f".{name}.partial.ipynb"  # never leave a half-executed copy under the final name
-        try:
+def portable(path: str | Path) -> str:
+    """A path as the executed notebooks show it: relative to the checkout when inside it, so the committed
+    notebooks name no machine's folders."""
+    path = Path(path).resolve()
+    return str(path.relative_to(HERE)) if path.is_relative_to(HERE) else str(path)
+
+
+@contextlib.contextmanager
+def kernel_env() -> Iterator[None]:
+    """KERNEL_ENV in the environment the kernels inherit, restored afterwards."""
+    before = {k: os.environ.get(k) for k in KERNEL_ENV}
+    os.environ.update(KERNEL_ENV)
+    try:
+        yield
+    finally:
+        for key, value in before.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def execute(name: str, out_dir: Path, params: dict[str, Any]) -> Path:
+    """Execute notebooks/<name>.ipynb into out_dir with the checkout as its working directory. A half-executed
+    copy never appears under the final name, and the paths papermill records are made relative."""
+    final = out_dir / f"{name}.ipynb"
+    partial = out_dir / f".{name}.partial.ipynb"
+    try:
+        with kernel_env():
             papermill.execute_notebook(
                 str(HERE / "notebooks" / f"{name}.ipynb"), str(partial), parameters=params, kernel_name="python3",
-                cwd=str(HERE / "notebooks"), progress_bar=False,
+                cwd=str(HERE), progress_bar=False, config=KERNEL_CONFIG,
             )
-        except BaseException:
-            partial.unlink(missing_ok=True)
-            raise
-        os.replace(partial, final)
+        nb = nbformat.read(partial, as_version=4)
+        nb.metadata.papermill.update(input_path=f"notebooks/{name}.ipynb", output_path=portable(final))
+        nbformat.write(nb, partial)
+    except BaseException:
+        partial.unlink(missing_ok=True)
+        raise
+    os.replace(partial, final)
+    return final
+
+
+def run_notebooks(profile: str, device: str, results_dir: Path, workers: int | None, executor: str,
+                  ran: dict[str, Any] | None = None) -> None:
+    """Every notebook of the profile; `ran`: what run_job did, for the grid notebook to record."""
+    out_dir = results_dir / "notebooks"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    common = {"profile": portable(profile) if profile.endswith((".yaml", ".yml")) else profile, "device": device,
+              "results_dir": portable(results_dir), "workers": workers}
+    for name in tqdm(notebooks_for(profile), desc=f"notebooks ({Path(profile).stem})"):
+        # only the notebooks that run jobs have an executor in their parameter cell
+        params = {**common, "executor": executor} if name in JOB_NOTEBOOKS else common
+        if name == GRID_NOTEBOOK:
+            params["ran"] = ran
+        execute(name, out_dir, params)
+
+
+def run_job(spec: grid.Profile, results_dir: Path, device: str, workers: int | None, executor: str,
+            retry_failed: bool) -> dict[str, Any] | None:
+    """Run the profile's grid here, so its progress bar is in the terminal; None for an experiment whose own
+    notebook runs its cells."""
+    if spec.cells_from in EXPERIMENT_NOTEBOOKS:
+        return None
+    start = time.perf_counter()
+    counts = grid.run_grid(spec, results_dir, device=device, workers=workers, executor=executor,
+                           retry_failed=retry_failed)
+    return {**counts, "wall_time_s": round(time.perf_counter() - start, 1)}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--profile", default="cpu", metavar="NAME|FILE.yaml",
+                        help=f"a profile ({', '.join([*grid.PROFILES, *grid.EXPERIMENTS])}) or a grid YAML file "
+                        "(default: %(default)s)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
+    parser.add_argument("--executor", help=f"how grid cells run: {', '.join(EXECUTORS)} (default: local)")
+    parser.add_argument("--workers", type=int, help="jobs at once for processes or ray (see kdbench grid --help); "
+                        "N > 1 without --executor means processes")
+    parser.add_argument("--results-dir", help="default: results/<profile name>")
+    parser.add_argument("--retry-failed", action="store_true", help="run the cells whose record says they failed "
+                        "again (by default a finished cell, failed or not, is skipped)")
+    add_data_root(parser)
+    return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="cpu", help="smoke, cpu, paper, or a grid YAML file")
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--executor", help="how grid cells run: local (default), processes or ray")
-    parser.add_argument("--workers", type=int, help="jobs at once for processes or ray (see kdbench grid --help); "
-                        "N > 1 without --executor means processes")
-    parser.add_argument("--results-dir", help="default results/<profile>")
-    args = parser.parse_args(argv)
+    args = build_parser().parse_args(argv)
     try:
-        spec = grid.get_profile(args.profile)
-        grid.validate(spec)
-        env.resolve_device(args.device)
-        executor = resolve_executor(args.executor, args.workers)
-        results_dir = grid.results_dir_for(args.profile, args.results_dir).resolve()
-        runner.check_folders(results_dir, runner.default_cache_dir())
-        started, start = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter()
-        run_notebooks(args.profile, args.device, results_dir, args.workers, executor)
+        with one_line_warnings():
+            return run(args)
     except KdbenchError as exc:
-        print(f"run_all: error: {exc}", file=sys.stderr)
+        print(f"run_all: error: {' '.join(str(exc).split())}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # the kernels run in sessions of their own: Ctrl-C reaches this process only
+        print(INTERRUPTED, file=sys.stderr)
+        return 130
+
+
+def run(args: argparse.Namespace) -> int:
+    spec = grid.get_profile(args.profile)
+    grid.validate(spec)
+    env.resolve_device(args.device)
+    executor = resolve_executor(args.executor, args.workers)
+    use_data_root(args.data_root)
+    results_dir = grid.results_dir_for(spec.name, args.results_dir).resolve()
+    runner.check_folders(results_dir, runner.default_cache_dir())
+    started, start = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter()
+    ran = run_job(spec, results_dir, args.device, args.workers, executor, args.retry_failed)
+    run_notebooks(args.profile, args.device, results_dir, args.workers, executor, ran)
     info = {"profile": spec.name, "started": started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "wall_time_s": round(time.perf_counter() - start, 1), "device": args.device, "executor": executor,
-            "workers": args.workers,
+            "workers": args.workers, "grid": ran,
             "machine": f"{env.cpu_model()}, {os.cpu_count()} cores, {platform.system()}"}
     atomic_write_text(results_dir / "run.json", json.dumps(info, indent=1))
     tables.write_index(results_dir)
-    if results_dir.parent == grid.results_root().resolve():  # never write beside a folder the user chose
-        tables.write_results_index(results_dir.parent)
-    print(f"done in {info['wall_time_s'] / 60:.1f} min; see {results_dir / 'README.md'}")
-    return 0
+    committed = [name for name, p in {**grid.PROFILES, **grid.EXPERIMENTS}.items() if p.meaningful]
+    if results_dir.parent == grid.results_root().resolve() and spec.name in committed:
+        tables.write_results_index(results_dir.parent, committed)  # never for a plumbing check or a user's grid
+    print(f"done in {info['wall_time_s'] / 60:.1f} min; see {portable(results_dir / 'README.md')}")
+    return grid_outcome(spec, results_dir, "run_all")
 
 
 if __name__ == "__main__":

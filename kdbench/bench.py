@@ -15,6 +15,10 @@ batches, and their sum is the method's ideal step:
 `vs_ideal` is what the implementation adds on top of that (glue, repeated teacher calls, extra passes);
 `vs_baseline` is what the method costs over training the profile's student alone. A method's components are
 timed interleaved, repeat by repeat, so a drift in background load hits them alike.
+
+Each method can be timed in several configurations, a precision and a memory format (`CONFIGS`,
+`kdbench.fastpaths`): its step, its ideal step's components and its baseline all run in the row's configuration,
+so each row's ratios compare like with like, and rows of one method compare the configurations.
 """
 
 from __future__ import annotations
@@ -42,7 +46,8 @@ from tqdm.auto import tqdm
 from kdbench import env
 from kdbench.data.loader import Batch, BatchStream
 from kdbench.engine import begin_training, get_recipe, optimizers, place, start_task, train_step
-from kdbench.errors import KdbenchError, unknown
+from kdbench.errors import KdbenchError, check_choice, unknown
+from kdbench.fastpaths import LAYOUTS, autocast, check_precision
 from kdbench.grid import Profile, get_profile, main_cells
 from kdbench.methods import Method, get_method
 from kdbench.methods.base import REFERENCE_ROWS
@@ -53,8 +58,8 @@ from kdbench.runner import RunConfig, build_method, default_cache_dir
 from kdbench.teacher_outputs import DEFAULT_FEATURE_BUDGET_BYTES
 from kdbench.teachers import TeacherCache
 
-IDEAL_TARGET = 1.10  # issue 7: every offline method's step within 1.10x of its ideal step
-CACHED_TARGET = 1.05  # issue 7: kd with cached teacher outputs within 1.05x of baseline's step
+IDEAL_TARGET = 1.10  # every offline method's step within 1.10x of its ideal step
+CACHED_TARGET = 1.05  # kd with cached teacher outputs within 1.05x of baseline's step
 CACHED_SUFFIX = " (cached teacher outputs)"  # the row of a method whose teacher outputs come from the shared cache
 # the row of a method whose teacher features exceed the cache's budget, served all the same: not a configuration the
 # grid runs, but it splits the method's step into its teacher forward and everything else (its own loss terms)
@@ -62,6 +67,9 @@ HELD_SUFFIX = " (teacher outputs held in memory)"
 UNLIMITED_BUDGET = 2**62
 
 Step = Callable[[int], object]  # one call on the i-th fixed batch
+
+# (precision, memory format) a step is timed in (kdbench.fastpaths); the first is the default path and the reference
+CONFIGS: tuple[tuple[str, str], ...] = (("fp32", "contiguous"), ("fp32", "channels_last"), ("bf16", "channels_last"))
 
 
 @dataclass(frozen=True)
@@ -112,11 +120,12 @@ def training_step(method: Method, batches: list[Batch], recipe_name: str) -> Ste
     return lambda i: train_step(method, batches[i], opt, aux_opt)
 
 
-def teacher_step(teacher: nn.Module, batches: list[Batch], features: bool) -> Step:
-    """A frozen teacher's inference forward on the i-th batch, features tapped as a method asking for them gets."""
+def teacher_step(teacher: nn.Module, batches: list[Batch], features: bool, precision: str = "fp32") -> Step:
+    """A frozen teacher's inference forward on the i-th batch, features tapped as a method asking for them gets,
+    in the run's precision."""
 
     def step(i: int) -> None:
-        with torch.inference_mode():
+        with torch.inference_mode(), autocast(batches[i].x.device.type, precision):
             forward_with_features(teacher, batches[i].x, stages=features, embedding=features)
 
     return step
@@ -156,6 +165,8 @@ class Call:
     module: nn.Module
     args: tuple
     kwargs: dict[str, Any]
+    device_type: str = "cpu"
+    precision: str = "fp32"  # the forward is autocast as in the training step, the backward is not
 
     def step(self) -> Step:
         """This call alone: forward and backward (gradients of ones on every output that needs them), or an
@@ -163,16 +174,19 @@ class Call:
         leaves = [t for t in tree_leaves((self.args, self.kwargs, list(self.module.parameters())))
                   if isinstance(t, torch.Tensor) and t.requires_grad]
         if not leaves:
-            return torch.inference_mode()(lambda _i: self.module(*self.args, **self.kwargs))
+            return torch.inference_mode()(lambda _i: self.forward())
 
         def run(_i: int) -> None:
             for t in leaves:
                 t.grad = None
-            out = [t for t in tree_leaves(self.module(*self.args, **self.kwargs))
-                   if isinstance(t, torch.Tensor) and t.requires_grad]
+            out = [t for t in tree_leaves(self.forward()) if isinstance(t, torch.Tensor) and t.requires_grad]
             torch.autograd.backward(out, [torch.ones_like(t) for t in out])
 
         return run
+
+    def forward(self) -> Any:
+        with autocast(self.device_type, self.precision):
+            return self.module(*self.args, **self.kwargs)
 
 
 class Probe:
@@ -224,8 +238,11 @@ class Probe:
             handle.remove()
 
     def _capture(self, name: str) -> Callable:
+        setup = self.method.setup
+
         def hook(module: nn.Module, args: tuple, kwargs: dict, _output: Any) -> None:
-            self.calls.append(Call(name, module, _detached(args), _detached(kwargs)))
+            self.calls.append(Call(name, module, _detached(args), _detached(kwargs), setup.device.type,
+                                   setup.precision))
 
         return hook
 
@@ -293,13 +310,16 @@ class Measurement:
 
 
 def measure(cfg: RunConfig, device: torch.device, cache: TeacherCache, settings: Settings,
-            data_root: str | Path | None = None, share_outputs: bool = False, hold: bool = False) -> Measurement:
-    """The method's step, the components of its ideal step and the plain baseline, timed interleaved.
-    `share_outputs`: teacher outputs served from a cache (`kdbench.teacher_outputs`), filled by an untimed pass
-    over the batches first; `hold`: with no limit on the stage features it keeps."""
+            data_root: str | Path | None = None, share_outputs: bool = False, hold: bool = False,
+            memory_format: str = "contiguous") -> Measurement:
+    """The method's step, the components of its ideal step and the plain baseline, timed interleaved, all in the
+    cell's precision and `memory_format`. `share_outputs`: teacher outputs served from a cache
+    (`kdbench.teacher_outputs`), filled by an untimed pass over the batches first; `hold`: with no limit on the
+    stage features it keeps."""
     budget = UNLIMITED_BUDGET if hold else DEFAULT_FEATURE_BUDGET_BYTES
     method, prepared, teachers = build_method(cfg, device, cache, data_root, progress=False,
-                                              share_outputs=share_outputs, feature_budget_bytes=budget)
+                                              share_outputs=share_outputs, feature_budget_bytes=budget,
+                                              memory_format=memory_format)
     start = time.perf_counter()
     stream, note = ready(method, prepared.train)
     setup_s = time.perf_counter() - start
@@ -323,7 +343,7 @@ def measure(cfg: RunConfig, device: torch.device, cache: TeacherCache, settings:
     if not same_as_plain:
         steps["baseline"] = training_step(plain, batches, cfg.recipe)
     for i in probe.teachers_run:
-        steps[f"teacher {i}"] = teacher_step(method.teachers[i], batches, i in probe.features)
+        steps[f"teacher {i}"] = teacher_step(method.teachers[i], batches, i in probe.features, cfg.precision)
     for k, call in enumerate(probe.calls):
         steps[f"module {k}"] = call.step()
     t = interleaved_medians(steps, settings, device)
@@ -338,6 +358,7 @@ def measure(cfg: RunConfig, device: torch.device, cache: TeacherCache, settings:
         note = "; ".join(filter(None, [note, "an epoch of its teacher features exceeds the output cache's budget"]))
     row = {
         "method": cfg.method + (HELD_SUFFIX if hold else CACHED_SUFFIX if share_outputs else ""),
+        "config": config_label(cfg.precision, method.setup.memory_format),
         "scheme": method.info.scheme,
         "step_ms": 1000 * t["step"],
         "samples_per_s": len(batches[0]) / t["step"],
@@ -372,8 +393,9 @@ def bench_cells(profile: Profile, methods: Sequence[str] | None = None) -> list[
     """One cell per method, configured as the grid configures it (hyperparameters, extra teachers) on the profile's
     first pair and first seed; `baseline` first, since every row is compared with it."""
     pair, seed = profile.pairs[0], profile.seeds[0]
-    cells = {c.method: c for c in main_cells(profile)
-             if c.student == pair.student and c.teachers[0] == pair.teacher and c.seed == seed and not c.variant}
+    cells = {c.method: c for c in main_cells(profile)  # a teacher-free method's cell has no teacher
+             if c.student == pair.student and c.teachers[:1] in ((), (pair.teacher,)) and c.seed == seed
+             and not c.variant}
     names = list(dict.fromkeys(methods or cells))
     for name in names:
         if name not in cells:
@@ -390,32 +412,64 @@ def bench(
     data_root: str | Path | None = None,
     progress: bool = True,
     cached: bool = True,
+    configs: Sequence[tuple[str, str]] = CONFIGS[:1],
 ) -> pd.DataFrame:
-    """Time every method of the profile (or `methods`); one row each, and with `cached` a second row for each
-    offline method whose teacher calls a teacher-output cache can serve. The frame's `attrs` hold the environment
-    and the settings, which `write_perf` puts above the table."""
+    """Time every method of the profile (or `methods`) in each (precision, memory format) of `configs`; one row
+    each, and with `cached` a second row for each offline method whose teacher calls a teacher-output cache can
+    serve. A method that fails in a configuration other than fp32 contiguous is left out of it and named in the
+    frame's `attrs`, which also hold the environment and the settings that `write_perf` puts above the table."""
     profile = get_profile(profile) if isinstance(profile, str) else profile
     settings.check()
     dev = env.resolve_device(device)
+    for precision, _ in configs:
+        check_precision(precision, dev)
     cells = bench_cells(profile, methods)
     cache = TeacherCache(cache_dir or default_cache_dir())
     start = time.perf_counter()
-    measured = []
-    for cfg in tqdm(cells, desc="bench", disable=not progress):
-        measured.append(measure(cfg, dev, cache, settings, data_root))
-        first = measured[-1]
+    measured: list[Measurement] = []
+    not_run: list[str] = []
+    for cfg, (precision, layout) in tqdm(list(itertools.product(cells, configs)), desc="bench", disable=not progress):
+        cell = dataclasses.replace(cfg, precision=precision)
+        try:
+            first = measure(cell, dev, cache, settings, data_root, memory_format=layout)
+        except (RuntimeError, NotImplementedError) as exc:  # a kernel or an operation the fast path lacks
+            if (precision, layout) == CONFIGS[0]:
+                raise
+            not_run.append(f"{cfg.method} in {config_label(precision, layout)} ({str(exc).splitlines()[0]})")
+            continue
+        measured.append(first)
         if cached and first.servable and first.row["ideal_target"]:
-            measured.append(measure(cfg, dev, cache, settings, data_root, share_outputs=True,
-                                    hold=not first.cacheable))
+            measured.append(measure(cell, dev, cache, settings, data_root, share_outputs=True,
+                                    hold=not first.cacheable, memory_format=layout))
+    if not measured:
+        raise KdbenchError(f"no method could be timed in {', '.join(config_label(*c) for c in configs)}: "
+                           + "; ".join(not_run))
     frame = pd.DataFrame([m.row for m in measured])
     pair = profile.pairs[0]
     frame.attrs.update(
         profile=profile.name, dataset=profile.dataset, teacher=pair.teacher, student=pair.student,
         batch_size=get_recipe(profile.recipe).batch_size, train_subset=profile.train_subset,
         settings=dataclasses.asdict(settings), env=env.describe(dev), wall_s=time.perf_counter() - start,
-        teachers_trained=[m.row["method"] for m in measured if not m.teachers_loaded],
+        teachers_trained=list(dict.fromkeys(m.row["method"] for m in measured if not m.teachers_loaded)),
+        configs=[config_label(*c) for c in configs], not_run=not_run,
     )
     return frame
+
+
+def config_label(precision: str, memory_format: str) -> str:
+    return f"{precision} {memory_format}"
+
+
+def runnable_configs(device: torch.device, precision: str | None = None,
+                     memory_format: str | None = None) -> list[tuple[str, str]]:
+    """The CONFIGS the device can run (bf16 needs bf16 kernels), only those of `precision` / `memory_format`
+    when given (bf16 asked for on a device without it is an error, not an empty bench)."""
+    if precision is not None:
+        check_precision(precision, device)
+    if memory_format is not None:
+        check_choice("memory format", memory_format, LAYOUTS)
+    return [(p, f) for p, f in CONFIGS if precision in (None, p) and memory_format in (None, f)
+            and (p == "fp32" or env.bf16_supported(device))]
 
 
 # ---- the report ----------------------------------------------------------------------------------------------------
@@ -423,6 +477,8 @@ DISPLAY_DIGITS = {"step_ms": 1, "samples_per_s": 0, "vs_baseline": 2, "student_m
                   "modules_ms": 1, "ideal_ms": 1, "vs_ideal": 2, "setup_s": 1, "peak_memory_mb": 0}
 
 COLUMN_NOTES = (
+    "`config`: the precision and memory format the step and every component of its ideal step ran in "
+    "(`kdbench.fastpaths`; bf16 autocasts the loss terms, fp32 weights and update). "
     "`step_ms`: median time of one training step (`engine.train_step`: auxiliary step, loss terms, backward, "
     "SGD update); `samples_per_s`: the batch size over it; `vs_baseline`: over `baseline`'s step on the profile's "
     "student. `student_ms`: the student's own training step (`student_step` names the method timed for it); "
@@ -447,7 +503,12 @@ def _ideal_target_line(rows: pd.DataFrame, what: str) -> str:
 
 
 def target_lines(frame: pd.DataFrame) -> list[str]:
-    """The issue's targets, each as met / not met from the rows."""
+    """The issue's targets, each as met / not met from the rows, for each configuration timed."""
+    return [f"- [{config}] {line[2:]}" for config, rows in frame.groupby("config", sort=False)
+            for line in _config_target_lines(rows)]
+
+
+def _config_target_lines(frame: pd.DataFrame) -> list[str]:
     offline = frame[frame["ideal_target"] != ""]
     served = offline["method"].str.endswith(CACHED_SUFFIX)
     held = offline["method"].str.endswith(HELD_SUFFIX)
@@ -480,18 +541,19 @@ def perf_markdown(frame: pd.DataFrame) -> str:
         f" median of {s['repeats']} timed passes; every component timed interleaved with the step. Teachers: "
         + (f"trained for the bench (not in the teacher cache) for {', '.join(a['teachers_trained'])}"
            if a["teachers_trained"] else "all loaded from the teacher cache")
-        + f". Bench wall time {a['wall_s']:.0f} s.",
+        + f". Configurations: {', '.join(a['configs'])}. Bench wall time {a['wall_s']:.0f} s.",
         "",
         f"Environment: {e['device']} ({e['device_name']}), {e['threads']} threads, torch {e['torch']},"
         f" Python {e['python']}, kdbench {e['kdbench']}, commit {e['git_commit'] or 'unknown'}.",
         "",
         shown.to_markdown(index=False),
         "",
-        "Targets (issue 7):",
+        "Targets:",
         *target_lines(frame),
         "",
         COLUMN_NOTES,
         *(["", "Notes: " + "; ".join(notes) + "."] if notes else []),
+        *(["", "Not run: " + "; ".join(a["not_run"]) + "."] if a["not_run"] else []),
     ]
     return "\n".join(lines) + "\n"
 

@@ -62,6 +62,7 @@ from kdbench.data import BatchStream  # noqa: E402
 from kdbench.data.modalities import MODALITIES  # noqa: E402
 from kdbench.errors import unknown  # noqa: E402
 from kdbench.methods import get_method  # noqa: E402
+from kdbench.record import SCHEMA_VERSION, current_code_version  # noqa: E402
 from kdbench.results import atomic_write_text, record_path, write_record  # noqa: E402
 from kdbench.runner import RunConfig, build_method, default_cache_dir  # noqa: E402
 from kdbench.teachers import TeacherCache  # noqa: E402
@@ -135,7 +136,8 @@ class Budget:
         return RunConfig(
             method=method, student=self.student, teachers=tuple(teachers), dataset=p.dataset, seed=seed,
             recipe=p.recipe, epochs=p.epochs, teacher_epochs=p.teacher_epochs, train_subset=p.train_subset,
-            teacher_seed=p.teacher_seed, test_subset=p.test_subset, **fields,
+            teacher_seed=p.teacher_seed if teachers else None, test_subset=p.test_subset,
+            teacher_train_subset=p.teacher_train_subset if teachers else None, **fields,
         )
 
     def baseline(self, seed: int, **fields: Any) -> Entry:
@@ -455,7 +457,8 @@ def measure_timings(timings: list[Timing], results_dir: str | Path, device: str 
 
 
 def timing_record(t: Timing, step_s: float, batch_samples: int, device: Any) -> dict[str, Any]:
-    return {"schema": 1, "kind": "step_time", "status": "ok", "cell_id": t.cell_id(), "method": t.cell.method,
+    return {"schema": SCHEMA_VERSION, "kind": "step_time", "status": "ok", "cell_id": t.cell_id(),
+            "method": t.cell.method, "code_version": current_code_version(t.cell.method),
             "student": t.cell.student, "teacher": t.cell.teachers[0] if t.cell.teachers else None,
             "teachers": list(t.cell.teachers), "dataset": t.cell.dataset, "seed": t.cell.seed,
             "config": t.cell.resolve(), "batch_size": t.batch_size, "batch_samples": batch_samples,

@@ -1,150 +1,284 @@
-"""`kdbench ...`: list methods, run one cell. User errors print one line and exit with status 2."""
+"""`kdbench ...`: list methods, run one cell, a grid, the bench. Exit status: 0; 1 when grid cells failed;
+2 for bad input, printed on one line; 130 when interrupted."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import dataclasses
 import json
+import os
 import sys
+import textwrap
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
+from typing import Any
 
+from kdbench import __version__
 from kdbench.errors import KdbenchError, KdbenchWarning
 
+WIDTH = 100  # `kdbench methods` fits a terminal this wide
+INTERRUPTED = "interrupted; run the same command again to resume"
 
-def _methods(args: argparse.Namespace) -> None:
+
+def _methods(args: argparse.Namespace) -> int:
     from kdbench.methods import catalogue
 
     rows = catalogue()
     if args.format == "json":
         print(json.dumps(rows, indent=1))
-        return
-    import pandas as pd
+    elif args.verbose:
+        print("\n\n".join(_method_details(row) for row in rows))
+    else:
+        print("\n".join(_method_table(rows)))
+    return 0
 
-    table = pd.DataFrame(rows)[["name", "technique", "scheme", "knowledge", "reference"]]
-    print(table.to_string(index=False))
+
+def _method_table(rows: list[dict[str, Any]]) -> list[str]:
+    """One line per method, at most WIDTH characters: name, technique, scheme, teachers, reference's authors."""
+    cells = [["name", "technique", "scheme", "teachers", "reference"]] + [
+        [r["name"], r["technique"], r["scheme"], str(r["teachers"]), r["reference"].split(",")[0]] for r in rows
+    ]
+    widths = [max(len(c[i]) for c in cells) for i in range(len(cells[0]) - 1)]
+    lines = ["  ".join([*(c[i].ljust(w) for i, w in enumerate(widths)), c[-1]]) for c in cells]
+    lines.append("(kdbench methods --verbose: knowledge, reference, summary and hyperparameters of each)")
+    return [line if len(line) <= WIDTH else line[: WIDTH - 1] + "…" for line in lines]
 
 
-def _run(args: argparse.Namespace) -> None:
+def _method_details(row: dict[str, Any]) -> str:
+    teachers = {0: "no teacher", 1: "1 teacher"}.get(row["teachers"], f"{row['teachers']}+ teachers")
+    head = f"{row['name']}: {row['technique']}, {row['scheme']}, {teachers}, compared with {row['compare_to']}"
+    hparams = ", ".join(f"{k}={v}" for k, v in row["defaults"].items()) or "none"
+    body = [f"knowledge: {row['knowledge']}", f"reference: {row['reference']}", f"hyperparameters: {hparams}"]
+    if row["summary"]:
+        body.append(row["summary"])
+    wrap = textwrap.TextWrapper(width=WIDTH, initial_indent="  ", subsequent_indent="    ")
+    return "\n".join([head, *(wrap.fill(line) for line in body)])
+
+
+def _run(args: argparse.Namespace) -> int:
     from kdbench.methods import parse_hparams
     from kdbench.runner import RunConfig, run
+    from kdbench.sanity import check_pairs, check_teachers
 
     teachers = tuple(t for arg in args.teacher for t in arg.split(",") if t)
     cfg = RunConfig(
         method=args.method, student=args.student, teachers=teachers, dataset=args.dataset, seed=args.seed,
         recipe=args.recipe, epochs=args.epochs, teacher_epochs=args.teacher_epochs, train_subset=args.train_subset,
-        val_size=args.val_size, hparams=parse_hparams(args.hp),
+        val_size=args.val_size, hparams=parse_hparams(args.hp), precision=args.precision,
     )
+    cfg.resolve()
+    _check_dataset(args.dataset)
+    check_pairs([(t, args.student) for t in teachers], args.dataset)
     record = run(cfg, device=args.device, results_dir=args.results_dir, cache_dir=args.cache_dir,
-                 data_root=args.data_root, progress=not args.quiet, share_outputs=args.share_outputs)
+                 data_root=args.data_root, progress=not args.quiet, share_outputs=args.share_outputs,
+                 memory_format=args.memory_format)
+    check_teachers([record])
     summary = {k: record[k] for k in ("method", "student", "teacher", "student_top1", "teacher_top1",
                                       "train_time_s", "train_samples_per_s")}
     print(json.dumps(summary))
     print(f"record written to {record['path']}")
+    return 0
 
 
-def _grid(args: argparse.Namespace) -> None:
-    from kdbench.grid import all_cells, get_profile, run_grid, validate
+def _check_dataset(name: str) -> None:
+    from kdbench.data import DATASETS
+    from kdbench.errors import check_choice
+
+    check_choice("dataset", name, DATASETS)
+
+
+def _grid(args: argparse.Namespace) -> int:
+    from kdbench.grid import all_cells, get_profile, results_dir_for, run_grid, validate
 
     profile = get_profile(args.grid or args.profile)
     validate(profile)
+    cells = [dataclasses.replace(cfg, precision=args.precision) for cfg in all_cells(profile)]
     if args.list:
-        for cfg in all_cells(profile):
+        for cfg in cells:
             print(cfg.cell_id(), cfg.method, "/".join(cfg.teachers), cfg.student, f"seed={cfg.seed}")
-        return
-    counts = run_grid(profile, args.results_dir, args.device, args.cache_dir, args.workers, not args.quiet,
-                      executor=args.executor, threads=args.threads, share_outputs=args.share_outputs)
+        return 0
+    use_data_root(args.data_root)
+    results_dir = results_dir_for(profile.name, args.results_dir)
+    counts = run_grid(profile, results_dir, args.device, args.cache_dir, args.workers, not args.quiet,
+                      executor=args.executor, threads=args.threads, share_outputs=args.share_outputs,
+                      retry_failed=args.retry_failed, rerun_stale=args.rerun_stale, cells=cells,
+                      memory_format=args.memory_format)
     print(json.dumps(counts))
+    return grid_outcome(profile, results_dir, "kdbench", cells)
 
 
-def _bench(args: argparse.Namespace) -> None:
-    from kdbench.bench import Settings, bench, write_perf
+def grid_outcome(profile, results_dir: str | Path, prog: str, cells: list | None = None) -> int:
+    """After a grid: warn about teachers at chance (in a meaningful profile), and return 1, after one line saying
+    so, when any of its cells (default: the profile's) failed (in this run or an earlier one), else 0."""
+    from kdbench.grid import all_cells
+    from kdbench.results import read_record, record_path
+    from kdbench.sanity import check_teachers
+
+    records = []
+    for cfg in all_cells(profile) if cells is None else cells:
+        path = record_path(results_dir, cfg.cell_id())
+        if path.exists():
+            records.append(read_record(path))
+    if profile.meaningful:
+        check_teachers(records)
+    failed = sum(r.get("status") == "failed" for r in records)
+    if failed:
+        print(f"{prog}: {failed} of {len(records)} grid cells failed (each record's 'error' says why; run_all.py "
+              "lists them in tables/failed.md); run them again with --retry-failed", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    from kdbench.bench import Settings, bench, runnable_configs, write_perf
+    from kdbench.env import resolve_device
     from kdbench.grid import get_profile, results_dir_for
 
     profile = get_profile(args.grid or args.profile)
     methods = [m for arg in args.methods for m in arg.split(",") if m]
+    configs = runnable_configs(resolve_device(args.device), args.precision, args.memory_format)
     frame = bench(profile, methods or None, args.device, Settings(args.warmup, args.repeats, args.steps),
-                  args.cache_dir, progress=not args.quiet, cached=args.cached)
+                  args.cache_dir, data_root=args.data_root, progress=not args.quiet, cached=args.cached,
+                  configs=configs)
     path = write_perf(results_dir_for(profile.name, args.results_dir), frame)
     print(path.read_text())
     print(f"written to {path}")
+    return 0
 
 
-def _readme(args: argparse.Namespace) -> None:
+def _readme(args: argparse.Namespace) -> int:
     from kdbench import readme
 
     changed = readme.update(args.root)
     print("README.md updated" if changed else "README.md already up to date")
+    return 0
+
+
+# ---- options shared by several commands (run_all.py uses them too) ----------------------------------------------
+def add_data_root(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data-root", metavar="DIR", help="dataset folder (default: $KDBENCH_DATA, else "
+                        "$KDBENCH_CACHE/data, else ~/.cache/kdbench/data)")
+
+
+def use_data_root(path: str | None) -> None:
+    """Make `path` the dataset folder of everything this command starts: this process, pool workers, notebook
+    kernels and Ray tasks all read $KDBENCH_DATA (Ray gets every KDBENCH_* variable)."""
+    if path:
+        os.environ["KDBENCH_DATA"] = str(Path(path).expanduser().resolve())
+
+
+def _add_common(p: argparse.ArgumentParser, results_default: str) -> None:
+    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N "
+                   "(default: %(default)s)")
+    p.add_argument("--results-dir", metavar="DIR", help=f"where records go (default: {results_default})")
+    p.add_argument("--cache-dir", metavar="DIR", help="teacher cache (default: $KDBENCH_CACHE, else "
+                   "~/.cache/kdbench)")
+    add_data_root(p)
+    p.add_argument("--quiet", action="store_true", help="no progress bars")
+
+
+def _add_profile(p: argparse.ArgumentParser, what: str) -> None:
+    from kdbench.grid import EXPERIMENTS, PROFILES
+
+    p.add_argument("--profile", default="cpu", help=f"{', '.join([*PROFILES, *EXPERIMENTS])}: {what} "
+                   "(default: %(default)s)")
+    p.add_argument("--grid", metavar="FILE.yaml", help="a grid YAML file with the profile fields, instead of "
+                   "--profile; its records go to results/<its name>")
+
+
+def _no_output_cache(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--no-output-cache", dest="share_outputs", action="store_false",
+                   help="compute every teacher output afresh instead of sharing them across cells")
+
+
+def _add_fast_paths(p: argparse.ArgumentParser) -> None:
+    """--precision and --memory-format of a run (kdbench.fastpaths)."""
+    p.add_argument("--precision", default="fp32", help="fp32, or bf16: loss terms under bf16 autocast (part of "
+                   "the cell id) (default: %(default)s)")
+    p.add_argument("--memory-format", default="auto", help="auto (the faster one, measured once per machine), "
+                   "channels_last or contiguous; not part of the cell id (default: %(default)s)")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from kdbench.data import DATASETS
+    from kdbench.engine import RECIPES
+    from kdbench.executor import EXECUTORS
+    from kdbench.methods import METHODS
+    from kdbench.models import KDBENCH_MODELS
+
     parser = argparse.ArgumentParser(prog="kdbench", description="Knowledge-distillation benchmark suite.")
-    sub = parser.add_subparsers(dest="command", required=True)
+    parser.add_argument("--version", action="version", version=f"kdbench {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    models = f"{', '.join(sorted(KDBENCH_MODELS))}, or any timm model name"
 
     p = sub.add_parser("methods", help="list every registered method with its metadata")
-    p.add_argument("--format", choices=["table", "json"], default="table")
+    p.add_argument("--format", choices=["table", "json"], default="table",
+                   help="table (fits 100 columns) or json (everything) (default: %(default)s)")
+    p.add_argument("--verbose", action="store_true", help="each method's knowledge, reference, summary and "
+                   "hyperparameters")
     p.set_defaults(func=_methods)
 
     p = sub.add_parser("run", help="train one student with one method and write its record")
-    p.add_argument("--method", required=True)
-    p.add_argument("--student", required=True)
-    p.add_argument("--teacher", action="append", default=[], help="teacher architecture (repeat or comma-separate)")
-    p.add_argument("--dataset", default="fashion-mnist")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--recipe", default="cpu")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--teacher-epochs", type=int)
-    p.add_argument("--train-subset", type=int)
-    p.add_argument("--val-size", type=int, default=0)
-    p.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE", help="method hyperparameter")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--results-dir", default="results/local")
-    p.add_argument("--cache-dir", help="teacher cache (default $KDBENCH_CACHE or ~/.cache/kdbench)")
-    p.add_argument("--data-root", help="dataset folder (default $KDBENCH_DATA or ~/.cache/kdbench/data)")
-    p.add_argument("--no-output-cache", dest="share_outputs", action="store_false",
-                   help="compute every teacher output afresh instead of sharing them across cells")
-    p.add_argument("--quiet", action="store_true", help="no progress bars")
+    p.add_argument("--method", required=True, help=f"one of: {', '.join(sorted(METHODS))} (kdbench methods)")
+    p.add_argument("--student", required=True, help=f"student architecture: {models}")
+    p.add_argument("--teacher", action="append", default=[], help="teacher architecture (repeat or "
+                   "comma-separate for methods with several), as --student")
+    p.add_argument("--dataset", default="fashion-mnist", help=f"{', '.join(DATASETS)} (default: %(default)s)")
+    p.add_argument("--seed", type=int, default=0, help="the student's seed (default: %(default)s)")
+    p.add_argument("--recipe", default="cpu", help=f"training recipe: {', '.join(RECIPES)} (default: %(default)s)")
+    p.add_argument("--epochs", type=int, help="student epochs (default: the recipe's)")
+    p.add_argument("--teacher-epochs", type=int, help="teacher epochs (default: the student's)")
+    p.add_argument("--train-subset", type=int, metavar="N", help="train on N images (default: all)")
+    p.add_argument("--val-size", type=int, default=0, metavar="N", help="images held out of training for "
+                   "validation (default: %(default)s)")
+    p.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE", help="method hyperparameter "
+                   "(repeatable); names and defaults: kdbench methods --verbose")
+    _add_common(p, "results/local")
+    p.set_defaults(results_dir="results/local")
+    _no_output_cache(p)
+    _add_fast_paths(p)
     p.set_defaults(func=_run)
 
     p = sub.add_parser("grid", help="run (or resume) every cell of a profile")
-    p.add_argument("--profile", default="cpu", help="smoke, cpu or paper")
-    p.add_argument("--grid", help="a grid YAML file with the profile fields (instead of --profile)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--executor", help="local (default: one cell after another), processes (a pool on this "
-                   "machine) or ray (Ray tasks on $RAY_ADDRESS's cluster, else a local Ray)")
+    _add_profile(p, "the grid to run")
+    p.add_argument("--executor", help=f"{', '.join(EXECUTORS)}: one cell after another (default), a pool on this "
+                   "machine, or Ray tasks on $RAY_ADDRESS's cluster (else a local Ray)")
     p.add_argument("--workers", type=int, help="jobs at once: the processes pool (default one per core) or Ray "
                    "tasks in flight (default no cap); N > 1 without --executor means processes")
     p.add_argument("--threads", type=int, help="torch threads per job; with ray also the CPUs each task asks for "
                    "(default 1)")
-    p.add_argument("--results-dir", help="default results/<profile>")
-    p.add_argument("--cache-dir", help="teacher cache (default $KDBENCH_CACHE or ~/.cache/kdbench)")
+    p.add_argument("--retry-failed", action="store_true", help="run the cells whose record says they failed "
+                   "again (by default a finished cell, failed or not, is skipped)")
+    p.add_argument("--rerun-stale", action="store_true", help="run the cells whose record was written by other "
+                   "code than the current again (by default they are kept, and counted as 'stale')")
     p.add_argument("--list", action="store_true", help="print the cells and exit")
-    p.add_argument("--no-output-cache", dest="share_outputs", action="store_false",
-                   help="compute every teacher output afresh instead of sharing them across cells")
-    p.add_argument("--quiet", action="store_true")
+    _add_common(p, "results/<profile name>")
+    _no_output_cache(p)
+    _add_fast_paths(p)
     p.set_defaults(func=_grid)
 
     p = sub.add_parser("bench", help="time each method's training step against baseline and its ideal step")
-    p.add_argument("--profile", default="cpu", help="smoke, cpu or paper: its first pair, batch size and data")
-    p.add_argument("--grid", help="a grid YAML file with the profile fields (instead of --profile)")
+    _add_profile(p, "its first pair, batch size and data")
     p.add_argument("--methods", action="append", default=[], help="methods to time (repeat or comma-separate; "
                    "default all of the profile's)")
-    p.add_argument("--device", default="auto")
-    p.add_argument("--warmup", type=int, default=3, help="untimed calls of each timed thing")
-    p.add_argument("--repeats", type=int, default=5, help="timed passes; the median is reported")
-    p.add_argument("--steps", type=int, default=5, help="fixed batches in one pass")
+    p.add_argument("--warmup", type=int, default=3, help="untimed calls of each timed thing (default: %(default)s)")
+    p.add_argument("--repeats", type=int, default=5, help="timed passes; the median is reported "
+                   "(default: %(default)s)")
+    p.add_argument("--steps", type=int, default=5, help="fixed batches in one pass (default: %(default)s)")
     p.add_argument("--no-cached", dest="cached", action="store_false",
                    help="skip the rows with teacher outputs served from the shared cache")
-    p.add_argument("--results-dir", help="where perf.md and perf.csv go (default results/<profile>)")
-    p.add_argument("--cache-dir", help="teacher cache (default $KDBENCH_CACHE or ~/.cache/kdbench)")
-    p.add_argument("--quiet", action="store_true")
+    p.add_argument("--precision", help="time only fp32 or only bf16 (default: both, bf16 where the device has it)")
+    p.add_argument("--memory-format", help="time only channels_last or only contiguous (default: fp32 in both, "
+                   "bf16 in channels_last)")
+    _add_common(p, "results/<profile name>; perf.md and perf.csv")
     p.set_defaults(func=_bench)
 
     p = sub.add_parser("readme", help="regenerate README.md's method, profile and Table 4 sections")
-    p.add_argument("--root", default=".", help="the checkout holding README.md and results/")
+    p.add_argument("--root", default=".", help="the checkout holding README.md and results/ (default: %(default)s)")
     p.set_defaults(func=_readme)
     return parser
-
-
 
 
 def _one_line_warnings(show: Callable[..., None]) -> Callable[..., None]:
@@ -160,13 +294,25 @@ def _one_line_warnings(show: Callable[..., None]) -> Callable[..., None]:
     return showwarning
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+@contextlib.contextmanager
+def one_line_warnings() -> Iterator[None]:
+    """Inside: kdbench's warnings print on one line (run_all.py uses it too)."""
     with warnings.catch_warnings():
         warnings.showwarning = _one_line_warnings(warnings.showwarning)
+        yield
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    with one_line_warnings():
         try:
-            args.func(args)
+            return args.func(args)
         except KdbenchError as exc:
             print(f"kdbench: error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, whatever it wraps
             return 2
-    return 0
+        except KeyboardInterrupt:
+            print(INTERRUPTED, file=sys.stderr)
+            return 130
+        except BrokenPipeError:  # `kdbench methods | head`: the reader left; say nothing more (Python's advice)
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            return 1

@@ -34,6 +34,19 @@ def git_commit() -> str | None:
     return out.stdout.strip() or None
 
 
+def device_name(device: torch.device) -> str:
+    """The GPU model on CUDA, else the CPU model: what a measured speed belongs to."""
+    return torch.cuda.get_device_name(device) if device.type == "cuda" else cpu_model()
+
+
+def bf16_supported(device: torch.device) -> bool:
+    """Whether the device has bf16 kernels: a bf16-capable GPU, or a CPU oneDNN runs bf16 on (AVX-512 BW/VL/DQ,
+    whose bf16 instructions, AVX512-BF16 or AMX, it uses where present; Arm's bf16 extension)."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    return bool(torch.backends.mkldnn.is_available() and torch.ops.mkldnn._is_mkldnn_bf16_supported())
+
+
 def describe(device: torch.device) -> dict[str, object]:
     gpu = torch.cuda.get_device_name(device) if device.type == "cuda" else None
     return {
@@ -41,10 +54,11 @@ def describe(device: torch.device) -> dict[str, object]:
         "torch": torch.__version__,
         "python": platform.python_version(),
         "device": str(device),
-        "device_name": gpu or cpu_model(),
+        "device_name": device_name(device),
         "cpu": cpu_model(),
         "gpu": gpu,
         "threads": torch.get_num_threads(),
+        "bf16_supported": bf16_supported(device),
         "git_commit": git_commit(),
     }
 

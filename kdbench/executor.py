@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import signal
 import sys
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -73,8 +74,10 @@ def run_jobs(
     executor: str | None = None,
     device: str = "cpu",
     threads: int | None = None,
+    label: Callable[[Job], str] | None = None,
 ) -> Iterator[Any]:
-    """Yield `fn(job)` for every job, in completion order, with a progress bar.
+    """Yield `fn(job)` for every job, in completion order, with a progress bar (jobs done / total, and the time
+    left from the mean time of the jobs done so far; `label(job)` names the job running, with the local executor).
 
     `fn` must be a module-level function: the processes and ray executors send it by name. `workers`: the pool
     size for processes (default one per core), the most tasks in flight for ray (default no cap: Ray schedules
@@ -86,12 +89,22 @@ def run_jobs(
     if threads is not None and threads < 1:
         raise KdbenchError(f"threads must be at least 1, got {threads}")
     runner = {"local": _local, "processes": _processes, "ray": _ray}[name]
-    return _with_bar(runner(fn, jobs, workers, threads, device), len(jobs), desc, progress)
+    labels = [label(job) for job in jobs] if label and name == "local" else []  # only local runs them in order
+    return _with_bar(runner(fn, jobs, workers, threads, device), len(jobs), desc, progress, labels)
 
 
-def _with_bar(results: Iterator[Any], total: int, desc: str, progress: bool) -> Iterator[Any]:
-    with tqdm(total=total, desc=desc, disable=not progress or not total) as bar:
-        for result in results:
+def _with_bar(results: Iterator[Any], total: int, desc: str, progress: bool, labels: list[str]) -> Iterator[Any]:
+    """`labels[i]`: the job running while i are done. smoothing=0: the ETA is the mean over the jobs done, not a
+    recent window (one slow method among fast ones would swing a windowed estimate)."""
+    with tqdm(total=total, desc=desc, disable=not progress or not total, smoothing=0) as bar:
+        results = iter(results)
+        while True:
+            if bar.n < len(labels):
+                bar.set_postfix_str(labels[bar.n])
+            try:
+                result = next(results)
+            except StopIteration:
+                return
             bar.update()
             yield result
 
@@ -115,13 +128,20 @@ def _local(fn: Fn, jobs: list[Job], workers: int | None, threads: int | None, de
             yield fn(job)
 
 
+def _pool_worker_init(threads: int) -> None:
+    """A pool worker's start: its torch threads, and Ctrl-C left to the parent, which stops the pool (a worker
+    that took it would print its own traceback)."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    torch.set_num_threads(threads)
+
+
 def _processes(fn: Fn, jobs: list[Job], workers: int | None, threads: int | None, device: str) -> Iterator[Any]:
     pool_size = workers or os.cpu_count() or 1
     if min(pool_size, len(jobs)) <= 1:
         yield from _local(fn, jobs, workers, threads, device)
         return
     threads = threads or max(1, (os.cpu_count() or 1) // pool_size)
-    with mp.get_context("spawn").Pool(min(pool_size, len(jobs)), torch.set_num_threads, (threads,)) as pool:
+    with mp.get_context("spawn").Pool(min(pool_size, len(jobs)), _pool_worker_init, (threads,)) as pool:
         yield from pool.imap_unordered(fn, jobs)
         pool.close()  # let the workers exit on their own: terminating them leaks their semaphores
         pool.join()

@@ -13,6 +13,7 @@ import os
 import traceback
 import types
 import typing
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,10 +21,12 @@ from typing import Any, Union
 
 import yaml
 
-from kdbench.errors import KdbenchError, unknown
+from kdbench.env import resolve_device
+from kdbench.errors import KdbenchError, KdbenchWarning, unknown
 from kdbench.executor import executor_session, run_jobs
 from kdbench.locks import Claim
 from kdbench.methods import METHODS, get_method
+from kdbench.record import Record, is_stale
 from kdbench.results import atomic_write_text, read_record, record_path, write_record
 from kdbench.runner import RunConfig, check_folders, default_cache_dir, run, train_teachers
 
@@ -42,6 +45,7 @@ class Robustness:
     methods: tuple[str, ...] = ("baseline", "kd")
     label_noise: tuple[float, ...] = (0.0, 0.2, 0.4)
     imbalance: tuple[float, ...] = (1.0, 10.0, 100.0)
+    seeds: tuple[int, ...] | None = None  # None: the profile's
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,7 @@ class Profile:
     teacher_epochs: int
     train_subset: int | None
     recipe: str = "cpu"
+    teacher_train_subset: int | None = None  # None: teachers train on the students' subset
     test_subset: int | None = None  # None: the full test set
     methods: tuple[str, ...] | None = None  # None: every registered method
     teacher_seed: int | None = 0  # one teacher per architecture, shared by all seeds (as RepDistiller does)
@@ -78,15 +83,22 @@ class Profile:
 
 def _cell(profile: Profile, method: str, pair: Pair, seed: int, **overrides: Any) -> RunConfig:
     needed = get_method(method).info.teachers
-    teachers = (pair.teacher, *profile.extra_teachers)[: max(needed, 1)]
+    teachers = (pair.teacher, *profile.extra_teachers)[:needed]  # none for a teacher-free method: one cell a student
     if len(teachers) < needed:
         raise KdbenchError(f"method {method!r} needs {needed} teachers; add extra_teachers to profile {profile.name!r}")
     return RunConfig(
         method=method, student=pair.student, teachers=teachers, dataset=profile.dataset, seed=seed,
         recipe=profile.recipe, epochs=profile.epochs, teacher_epochs=profile.teacher_epochs,
-        train_subset=profile.train_subset, teacher_seed=profile.teacher_seed, test_subset=profile.test_subset,
+        train_subset=profile.train_subset, teacher_seed=profile.teacher_seed if needed else None,
+        teacher_train_subset=profile.teacher_train_subset if needed else None, test_subset=profile.test_subset,
         hparams=dict(profile.hparams.get(method, {})), **overrides,
     )
+
+
+def _distinct(cells: list[RunConfig]) -> list[RunConfig]:
+    """Each cell once, in order: a teacher-free method's cell is the same for every pair that shares its student,
+    and running it twice would count one replicate twice."""
+    return list({c.cell_id(): c for c in cells}.values())
 
 
 def main_cells(profile: Profile) -> list[RunConfig]:
@@ -98,7 +110,7 @@ def main_cells(profile: Profile) -> list[RunConfig]:
                 for variant, hp in profile.variants.get(method, {}).items():
                     base = _cell(profile, method, pair, seed)
                     cells.append(dataclasses.replace(base, hparams={**base.hparams, **hp}, variant=variant))
-    return cells
+    return _distinct(cells)
 
 
 def robustness_cells(profile: Profile) -> list[RunConfig]:
@@ -107,10 +119,10 @@ def robustness_cells(profile: Profile) -> list[RunConfig]:
     rob, pair = profile.robustness, profile.pairs[0]
     cells = []
     for method in rob.methods:
-        for seed in profile.seeds:
+        for seed in rob.seeds if rob.seeds is not None else profile.seeds:
             cells += [_cell(profile, method, pair, seed, label_noise=n) for n in rob.label_noise if n > 0]
             cells += [_cell(profile, method, pair, seed, imbalance_ratio=r) for r in rob.imbalance if r > 1]
-    return cells
+    return _distinct(cells)
 
 
 def all_cells(profile: Profile) -> list[RunConfig]:
@@ -149,19 +161,25 @@ PROFILES: dict[str, Profile] = {
     "cpu": Profile(
         name="cpu",
         description=(
-            "The default main job, sized to finish in under 90 minutes on 2 CPU cores from a cold start: bundled "
-            "Fashion-MNIST, a same-family and a different-family pair sharing the resnet8 student, 3 seeds."
+            "The default main job: bundled Fashion-MNIST, 5,000 training images, the short one-cycle recipe for 8 "
+            "epochs, a same-family and a different-family pair sharing the resnet8 student, 5 seeds; teachers "
+            "trained on the whole training set, so they know more than a student can learn from its budget."
         ),
         dataset="fashion-mnist",
         pairs=(Pair("cifar_resnet20", "cifar_resnet8"), Pair("cifar_vgg8", "cifar_resnet8", "different-family")),
-        seeds=(0, 1, 2),
-        epochs=4,
-        teacher_epochs=12,
-        train_subset=3000,
+        seeds=(0, 1, 2, 3, 4),
+        epochs=8,
+        teacher_epochs=3,
+        train_subset=5000,
+        teacher_train_subset=60000,
+        recipe="short",
         extra_teachers=("cifar_wrn_16_2",),
-        hparams={"deepinversion": {"synthesis_steps": 20}},  # keeps the data-free cells within the time budget
+        hparams={
+            "deepinversion": {"synthesis_steps": 20},  # keeps the data-free cells within the time budget
+            "dkd": {"warmup_fraction": 20 / 240},  # mdistiller's 20-epoch warm-up of 240, scaled to the schedule
+        },
         variants={"nas": {"smallest": {"pick": "smallest"}, "largest": {"pick": "largest"}}},
-        robustness=Robustness(methods=("baseline", "kd", "pskd")),
+        robustness=Robustness(methods=("baseline", "kd", "pskd"), seeds=(0, 1, 2)),
     ),
     "paper": Profile(
         name="paper",
@@ -281,7 +299,7 @@ def load_profile(path: str | Path) -> Profile:
         rob = raw.get("robustness")
         if rob is not None:
             _check_fields(f"{path}: robustness", rob, _ROBUSTNESS_FIELDS, set())
-            rob = Robustness(**{k: tuple(v) for k, v in rob.items()})
+            rob = Robustness(**{k: None if v is None else tuple(v) for k, v in rob.items()})
         profile = Profile(
             **{**raw, "name": raw.get("name", path.stem), "description": raw.get("description", f"user grid {path}"),
                "pairs": tuple(pairs), "seeds": tuple(int(s) for s in raw["seeds"]), "robustness": rob,
@@ -323,42 +341,58 @@ def results_root() -> Path:
 def results_dir_for(profile: str, results_dir: str | Path | None = None) -> Path:
     return Path(results_dir) if results_dir else results_root() / Path(profile).stem
 
-def is_finished(cfg: RunConfig, results_dir: str | Path) -> bool:
+def record_status(cfg: RunConfig, results_dir: str | Path) -> str | None:
+    """The cell's record status ("ok", "failed"), or None when it has no readable record."""
     path = record_path(results_dir, cfg.cell_id())
     if not path.exists():
-        return False
+        return None
     try:
-        return read_record(path).get("status") in ("ok", "failed")
+        return read_record(path).get("status")
     except (OSError, ValueError):
-        return False  # unreadable: run it again (the atomic writer never leaves one, but a user might)
+        return None  # unreadable: run it again (the atomic writer never leaves one, but a user might)
 
 
-def _failed_record(cfg: RunConfig, exc: BaseException) -> dict[str, Any]:
-    return {
-        "schema": 1, "status": "failed", "cell_id": cfg.cell_id(), "config": cfg.resolve(), "method": cfg.method,
-        "technique": get_method(cfg.method).info.technique, "teacher": cfg.teachers[0] if cfg.teachers else None,
-        "student": cfg.student, "dataset": cfg.dataset, "seed": cfg.seed, "epochs": cfg.resolve()["epochs"],
-        "error": f"{type(exc).__name__}: {exc}", "failed_step": getattr(exc, "step", None),
-        "traceback": traceback.format_exc(limit=8),
-    }
+def is_finished(
+    cfg: RunConfig, results_dir: str | Path, retry_failed: bool = False, rerun_stale: bool = False
+) -> bool:
+    """Whether the cell has a record; `retry_failed`: a failed one does not count, so the cell runs again;
+    `rerun_stale`: nor does one written by other code than the current (`kdbench.record.is_stale`)."""
+    finished = record_status(cfg, results_dir) in (("ok",) if retry_failed else ("ok", "failed"))
+    return finished and not (rerun_stale and is_stale_cell(cfg, results_dir))
 
 
-def run_cell(cfg: RunConfig, results_dir: str, device: str, cache_dir: str, share_outputs: bool = True) -> str:
+def is_stale_cell(cfg: RunConfig, results_dir: str | Path) -> bool:
+    """Whether the cell's record was written by other code than the current, or cannot be read."""
+    try:
+        return is_stale(read_record(record_path(results_dir, cfg.cell_id())))
+    except (OSError, ValueError):
+        return True
+
+
+def _failed_record(cfg: RunConfig, exc: BaseException, device: str) -> dict[str, Any]:
+    return Record.of_cell(
+        cfg, "failed", get_method(cfg.method).info, resolve_device(device), error=f"{type(exc).__name__}: {exc}",
+        failed_step=getattr(exc, "step", None), traceback=traceback.format_exc(limit=8),
+    ).to_dict()
+
+
+def run_cell(cfg: RunConfig, results_dir: str, device: str, cache_dir: str, share_outputs: bool = True,
+             retry_failed: bool = False, rerun_stale: bool = False, memory_format: str = "contiguous") -> str:
     """Run one cell unless another run has claimed or finished it ("busy" / "skipped"); a failure inside the
     method is recorded as a failed cell instead of stopping the grid."""
     claim = cell_claim(results_dir, cfg)
     if not claim.try_acquire():
         return "busy"
     try:
-        if is_finished(cfg, results_dir):  # finished by another run after this one listed its work
+        if is_finished(cfg, results_dir, retry_failed, rerun_stale):  # finished by another run meanwhile
             return "skipped"
         run(cfg, device=device, results_dir=results_dir, cache_dir=cache_dir, progress=False,
-            share_outputs=share_outputs)
+            share_outputs=share_outputs, memory_format=memory_format)
         return "ok"
     except KdbenchError:
         raise
     except Exception as exc:  # a diverged loss or a bug in one method must not take the grid down
-        write_record(_failed_record(cfg, exc), results_dir)
+        write_record(_failed_record(cfg, exc, device), results_dir)
         return "failed"
     finally:
         claim.release()
@@ -369,7 +403,14 @@ def cell_claim(results_dir: str | Path, cfg: RunConfig) -> Claim:
     return Claim(Path(results_dir) / "locks" / f"{cfg.cell_id()}.lock")
 
 
-def _run_cell_job(job: tuple[RunConfig, str, str, str, bool]) -> str:
+def _cell_label(job: tuple) -> str:
+    """The cell a grid job runs, for the progress bar: method, pair and seed."""
+    cfg = job[0]
+    method = f"{cfg.method}/{cfg.variant}" if cfg.variant else cfg.method
+    return f"{method} {'+'.join(cfg.teachers) or 'no teacher'} -> {cfg.student} seed {cfg.seed}"
+
+
+def _run_cell_job(job: tuple[RunConfig, str, str, str, bool, bool, bool, str]) -> str:
     return run_cell(*job)
 
 
@@ -385,24 +426,37 @@ def run_grid(
     executor: str | None = None,
     threads: int | None = None,
     share_outputs: bool = True,
+    retry_failed: bool = False,
+    rerun_stale: bool = False,
+    memory_format: str = "contiguous",
 ) -> dict[str, int]:
-    """Run every unfinished cell of the profile (or the given cells); returns counts of ok/failed/skipped.
+    """Run every unfinished cell of the profile (or the given cells); returns counts of ok/failed/skipped, and of
+    the finished cells found stale (written by other code than the current, `kdbench.record.is_stale`).
+    `retry_failed`: cells whose record says they failed run again. `rerun_stale`: stale cells run again; without
+    it they are kept, with a warning.
     `executor` (local, processes, ray), `workers`, `threads`: as `kdbench.executor.run_jobs`. The folders are
     made absolute, as a Ray worker's working directory is not this one. `share_outputs`: cells that replay the
-    same batches share their teachers' outputs through the cache folder (`kdbench.teacher_outputs`)."""
+    same batches share their teachers' outputs through the cache folder (`kdbench.teacher_outputs`).
+    `memory_format`: as `kdbench.runner.run`."""
     profile = get_profile(profile) if isinstance(profile, str) else profile
     results_dir = str(results_dir_for(profile.name, results_dir).resolve())
     cache_dir = str(Path(cache_dir or default_cache_dir()).resolve())
     check_folders(results_dir, cache_dir)
     cells = all_cells(profile) if cells is None else cells
-    todo = [c for c in cells if not is_finished(c, results_dir)]
-    counts = {"ok": 0, "failed": 0, "busy": 0, "skipped": len(cells) - len(todo)}
+    finished = [is_finished(c, results_dir, retry_failed) for c in cells]
+    stale = [done and is_stale_cell(c, results_dir) for c, done in zip(cells, finished, strict=True)]
+    todo = [c for c, done, old in zip(cells, finished, stale, strict=True) if not done or (rerun_stale and old)]
+    counts = {"ok": 0, "failed": 0, "busy": 0, "skipped": len(cells) - len(todo), "stale": sum(stale)}
+    if counts["stale"] and not rerun_stale:
+        warnings.warn(KdbenchWarning(f"{counts['stale']} finished cells of {results_dir} were run by other code than "
+                                     "the current; kept (run them again with --rerun-stale)"), stacklevel=2)
     with executor_session():  # one Ray connection for the teachers and the cells
         train_teachers(todo, device=device, cache_dir=cache_dir, workers=workers, progress=progress,
                        executor=executor, threads=threads)
-        jobs = [(c, results_dir, device, cache_dir, share_outputs) for c in todo]
+        jobs = [(c, results_dir, device, cache_dir, share_outputs, retry_failed, rerun_stale, memory_format)
+                for c in todo]
         for status in run_jobs(_run_cell_job, jobs, workers, f"grid {profile.name}", progress, executor=executor,
-                               device=device, threads=threads):
+                               device=device, threads=threads, label=_cell_label):
             counts[status] += 1
     atomic_write_text(Path(results_dir) / "grid.yaml", yaml.safe_dump(profile_summary(profile), sort_keys=False))
     return counts

@@ -11,8 +11,8 @@ from typing import Any
 import pandas as pd
 
 from kdbench.errors import KdbenchError
+from kdbench.record import is_stale
 
-SCHEMA_VERSION = 1
 RECORDS_DIR = "records"
 
 
@@ -49,9 +49,8 @@ def _umask() -> int:
 FILE_MODE = 0o666 & ~_umask()
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write `data` to a temporary file beside `path`, flush it to disk, then rename: readers never see half."""
-    path = Path(path)
+def _write_temp(path: Path, data: bytes) -> str:
+    """A temporary file beside `path` holding `data`, flushed to disk, with the mode of any new file."""
     fd, tmp = _temp_file(path.parent, f".{path.name}.")
     try:
         os.fchmod(fd, FILE_MODE)
@@ -59,11 +58,40 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return tmp
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
+    """Write `data` to a temporary file beside `path`, flush it to disk, then rename: readers never see half."""
+    path = Path(path)
+    tmp = _write_temp(path, data)
+    try:
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_write_once(path: str | Path, data: bytes) -> bool:
+    """As `atomic_write_bytes`, but the first writer wins: False, and nothing written, when `path` exists.
+    Writers of one value racing each other then all read back the same one. The temporary file is linked into
+    place (which fails if the name is taken); where the filesystem has no hard links it is renamed instead."""
+    path = Path(path)
+    tmp = _write_temp(path, data)
+    try:
+        os.link(tmp, path)
+        return True
+    except FileExistsError:
+        return False
+    except OSError:
+        os.replace(tmp, path)
+        return True
+    finally:
+        Path(tmp).unlink(missing_ok=True)
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:
@@ -79,14 +107,23 @@ def write_record(record: dict[str, Any], results_dir: str | Path) -> Path:
 
 
 def read_record(path: str | Path) -> dict[str, Any]:
-    with open(path) as fh:
-        return json.load(fh)
+    """One record; a file that is not one (a hand edit, a copy cut short) is an error naming it."""
+    try:
+        record = json.loads(Path(path).read_bytes())
+    except ValueError as exc:
+        raise KdbenchError(f"record {path} is not valid JSON ({exc}); delete it, and its cell runs again") from None
+    if not isinstance(record, dict):
+        raise KdbenchError(f"record {path} holds no record (a JSON object); delete it, and its cell runs again")
+    return record
 
 
 # Fields that differ between two runs of the same cell on the same machine: wall-clock measurements, where and
 # when it ran, and whether shared work (a teacher, cached teacher outputs) was found or done by this run.
-VOLATILE_FIELDS = ("train_time_s", "train_samples_per_s", "peak_memory_bytes", "latency_ms_b1", "latency_ms_b256",
-                   "teacher_train_time_s", "teacher_latency_ms_b1", "teachers_from_cache", "finished_at", "env", "path")
+# Latencies are measured once per deployable (kdbench.deployables), but in each results folder afresh.
+VOLATILE_FIELDS = ("train_time_s", "train_samples_per_s", "peak_memory_bytes", "latency_ms_b1", "latency_ms_b1_iqr",
+                   "latency_ms_b256", "latency_ms_b256_iqr", "teacher_train_time_s", "teacher_latency_ms_b1",
+                   "teacher_latency_ms_b1_iqr", "teacher_latency_ms_b256", "teacher_latency_ms_b256_iqr",
+                   "teachers_from_cache", "finished_at", "env", "path")
 VOLATILE_SUFFIX = "_time_s"  # in `extras` too: search, synthesis and assistant times
 
 
@@ -102,10 +139,12 @@ def comparable(record: dict[str, Any]) -> dict[str, Any]:
     return strip(record)
 
 
-def load(path: str | Path) -> pd.DataFrame:
+def load(path: str | Path, current_only: bool = False) -> pd.DataFrame:
     """Every record under `path` (a results folder, its records/ folder, or one .json file) as one row each.
 
-    Nested fields are flattened with dots (`env.torch`, `config.hparams.temperature`).
+    Nested fields are flattened with dots (`env.torch`, `config.hparams.temperature`). The `stale` column says
+    which records were written by other code than the current (`kdbench.record.is_stale`); `current_only`
+    leaves those out. A record that cannot be read is an error naming it.
     """
     path = Path(path)
     if path.is_file():
@@ -114,6 +153,12 @@ def load(path: str | Path) -> pd.DataFrame:
         folder = path / RECORDS_DIR if (path / RECORDS_DIR).is_dir() else path
         files = sorted(folder.glob("*.json"))
     records = [read_record(f) for f in files]
+    stale = [is_stale(r) for r in records]
+    if current_only:
+        records = [r for r, old in zip(records, stale, strict=True) if not old]
+        stale = [False] * len(records)
     if not records:
-        return pd.DataFrame()
-    return pd.json_normalize(records)
+        return pd.DataFrame({"stale": pd.Series(dtype=bool)})
+    frame = pd.json_normalize(records)
+    frame["stale"] = stale
+    return frame

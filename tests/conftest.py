@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 
@@ -10,6 +12,19 @@ from kdbench.methods import Setup
 from kdbench.models import create_model
 
 torch.set_num_threads(1)  # tiny batches: one thread is faster and leaves the other core free
+
+
+@pytest.fixture(scope="session", autouse=True)
+def private_cache(tmp_path_factory):
+    """Teachers and unpacked data go to a temporary cache, never the user's ~/.cache/kdbench; a cache the caller
+    set ($KDBENCH_CACHE, $KDBENCH_DATA: e.g. one kept warm between runs) is used as it is."""
+    patch = pytest.MonkeyPatch()
+    for var, name in (("KDBENCH_CACHE", "cache"), ("KDBENCH_DATA", "data")):
+        if not os.environ.get(var):
+            patch.setenv(var, str(tmp_path_factory.mktemp(name)))
+    yield
+    patch.undo()
+
 
 TINY_TEACHER = "cifar_resnet14"
 TINY_STUDENT = "cifar_resnet8"

@@ -1,5 +1,5 @@
 """Bad input, case by case: one line naming the problem (and the valid choices where there are some), exit
-status 2, and nothing half-written in the results or cache folders (issue 8, "Bad input")."""
+status 2, and nothing half-written in the results or cache folders."""
 
 from __future__ import annotations
 
@@ -77,6 +77,10 @@ def cli_error(argv: list[str], folders: tuple[Path, Path], capsys) -> str:
         ([*KD, "--hp", "temperature"], "hyperparameter 'temperature' must look like name=value"),
         ([*KD, "--hp", "=4"], "hyperparameter '=4' must look like name=value"),
         ([*KD, "--hp", "temperature=hot"], "hyperparameter temperature='hot' of kd must be like 4.0"),
+        ([*KD, "--hp", "temperature=0"], "hyperparameter temperature=0 of kd must be > 0"),
+        ([*KD, "--hp", "kd_weight=-1"], "hyperparameter kd_weight=-1 of kd must be >= 0"),
+        ([*KD[:4], "swin_tiny_patch4_window7_224", *KD[5:]],
+         "model 'swin_tiny_patch4_window7_224' takes only 224x224 inputs"),
         ([*KD, "--device", "mps"], "unknown device 'mps'; valid choices: auto, cpu, cuda, cuda:N"),
         ([*KD, "--device", "cuda:first"], "unknown device 'cuda:first'; valid choices: auto, cpu, cuda, cuda:N"),
         ([*KD, "--device", "cuda:99"], "valid choices here: auto, cpu"),  # with or without a GPU
@@ -115,6 +119,8 @@ def test_cuda_without_a_gpu(folders, capsys):
         ("dataset: fashion-mnist", "dataset: svhn", "unknown dataset 'svhn'; valid choices: cifar10, "),
         ("methods: [kd]", "methods: [kd]\nhparams: {kd: {temperature: hot}}",
          "hyperparameter temperature='hot' of kd must be like 4.0"),
+        ("methods: [kd]", "methods: [kd]\nhparams: {kd: {temperature: 0}}",
+         "hyperparameter temperature=0 of kd must be > 0"),
         ("methods: [kd]", "methods: [kd]\nhparams: {kd: {tau: 2}}",
          "unknown hyperparameter of kd 'tau'; valid choices: ce_weight, kd_weight, temperature"),
         ("methods: [kd]", "methods: [kd]\nhparams: {kd: 4}", "field 'hparams' must be a mapping of str to a mapping"),

@@ -85,7 +85,7 @@ def test_readme_generated_sections_are_current():
 
 def test_mean_ci_by_hand():
     mean, half, n = tables.mean_ci([1.0, 2.0, 3.0])
-    assert (mean, n) == (2.0, 3) and half == pytest.approx(4.303 * 1.0 / 3**0.5)
+    assert (mean, n) == (2.0, 3) and half == pytest.approx(4.302653 * 1.0 / 3**0.5, rel=1e-6)
 
 
 def test_run_all_smoke_end_to_end(tmp_path):

@@ -66,8 +66,13 @@ class TensorData:
 
 
 def default_root() -> Path:
-    """Where datasets live: $KDBENCH_DATA, else ~/.cache/kdbench/data."""
-    return Path(os.environ.get("KDBENCH_DATA", Path.home() / ".cache" / "kdbench" / "data")).expanduser()
+    """Where datasets live: $KDBENCH_DATA, else data/ in kdbench's cache folder ($KDBENCH_CACHE, else
+    ~/.cache/kdbench), so that moving the cache moves everything kdbench unpacks or downloads with it."""
+    if os.environ.get("KDBENCH_DATA"):
+        return Path(os.environ["KDBENCH_DATA"]).expanduser()
+    from kdbench.runner import default_cache_dir  # at call time: the runner imports this module
+
+    return default_cache_dir() / "data"
 
 
 def sha256(path: Path) -> str:

@@ -85,8 +85,12 @@ class BatchStream:
         train: bool = True,
         device: torch.device | str = "cpu",
         index: torch.Tensor | None = None,
+        augment: str = "crop+flip",
     ) -> None:
         self.info = info
+        self.augment = augment  # which of the dataset's augmentations training applies (kdbench.engine.AUGMENTATIONS)
+        self.padding = info.crop_padding if "crop" in augment else 0
+        self.flip = info.flip and "flip" in augment
         self.batch_size = batch_size
         self.seed = seed
         self.train = train
@@ -112,6 +116,7 @@ class BatchStream:
         computed on. Equal digests give equal batches for every (epoch, batch number). A stream is not changed
         after it is built (`subset` builds a new one)."""
         spec = {"info": asdict(self.info), "batch_size": self.batch_size, "seed": self.seed, "train": self.train,
+                "augment": [self.padding, self.flip],
                 "device": self.device.type, "images": [str(self.images.dtype), list(self.images.shape)]}
         h = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
         for tensor in (self.images, self.index, self.labels):
@@ -121,10 +126,10 @@ class BatchStream:
     def augmentation(self, epoch: int) -> Augmentation:
         """The epoch's draws, from a CPU generator so they do not depend on the device."""
         gen = torch.Generator().manual_seed(1_000_003 * self.seed + epoch)
-        n, pad = len(self.labels), self.info.crop_padding
+        n, pad = len(self.labels), self.padding
         order = torch.randperm(n, generator=gen)
         offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=gen)
-        flips = torch.rand(n, generator=gen) < 0.5 if self.info.flip else torch.zeros(n, dtype=torch.bool)
+        flips = torch.rand(n, generator=gen) < 0.5 if self.flip else torch.zeros(n, dtype=torch.bool)
         return Augmentation(order, offsets, flips)
 
     def epoch(self, epoch: int = 0) -> Iterator[Batch]:
@@ -138,7 +143,7 @@ class BatchStream:
         order, offsets, flips = (t.to(self.device) for t in (aug.order, aug.offsets, aug.flips))
         for b in range(len(self)):
             pick = order[b * self.batch_size : (b + 1) * self.batch_size]
-            x = random_crop_flip(self.images[pick].float() / 255.0, offsets[pick], flips[pick], self.info.crop_padding)
+            x = random_crop_flip(self.images[pick].float() / 255.0, offsets[pick], flips[pick], self.padding)
             yield Batch(normalize(x, self.info), self.labels[pick], self.index[pick], (self.digest, epoch, b))
 
     def subset(self, keep: torch.Tensor) -> BatchStream:
@@ -146,5 +151,5 @@ class BatchStream:
         keep = keep.to(self.device)
         return BatchStream(
             self.images[keep], self.labels[keep], self.info, self.batch_size, self.seed, self.train, self.device,
-            self.index[keep],
+            self.index[keep], self.augment,
         )

@@ -17,6 +17,7 @@ sums the named terms; every other regime plugs in through the hooks below, each 
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields
 from typing import Any, ClassVar
@@ -94,6 +95,10 @@ class Setup:
     # the run's SGD recipe (a kdbench.engine.Recipe; the engine imports this module), for methods that train a
     # model of their own the way the student is trained (takd's assistant); None: kdbench's cpu recipe
     recipe: Any = None
+    # how the run computes (kdbench.fastpaths): the engine autocasts the loss terms to `precision`; `make_model`'s
+    # models and the method's modules are in `memory_format` ("contiguous" or "channels_last")
+    precision: str = "fp32"
+    memory_format: str = "contiguous"
 
 
 class Method(nn.Module):
@@ -102,6 +107,8 @@ class Method(nn.Module):
     info: ClassVar[MethodInfo]
     # Hyperparameters with their paper / reference-benchmark defaults; each subclass comments its sources.
     defaults: ClassVar[dict[str, Any]] = {}
+    # Ranges of hyperparameters whose names do not imply one (see `hparam_range`), e.g. {"alpha_T": UNIT}.
+    ranges: ClassVar[dict[str, Range]] = {}
 
     def __init__(self, setup: Setup, **hparams: Any) -> None:
         super().__init__()
@@ -120,6 +127,11 @@ class Method(nn.Module):
     def deployable(self) -> nn.Module:
         """The model that is evaluated and measured (size, FLOPs, latency) after training."""
         return self.student
+
+    def monitored(self) -> nn.Module:
+        """The model evaluated after each epoch, while training goes on: the deployable, unless building it is
+        final (a quantized model is converted once, after training, and its fake-quantized student is watched)."""
+        return self.deployable()
 
     def deployable_size_bytes(self) -> int | None:
         """The shipped model's size when it is not its fp32 state dict (e.g. low-bit weights); None = measure."""
@@ -214,8 +226,44 @@ class Method(nn.Module):
         return out
 
 
+@dataclass(frozen=True)
+class Range:
+    """The values a numeric hyperparameter may take: from `low` (excluded when `open_low`) to `high`."""
+
+    low: float = -math.inf
+    high: float = math.inf
+    open_low: bool = False
+
+    def __contains__(self, value: float) -> bool:
+        return (value > self.low if self.open_low else value >= self.low) and value <= self.high
+
+    def __str__(self) -> str:
+        if self.high < math.inf:
+            return f"in [{self.low:g}, {self.high:g}]"
+        return f"{'>' if self.open_low else '>='} {self.low:g}"
+
+
+POSITIVE, NON_NEGATIVE, UNIT = Range(0.0, open_low=True), Range(0.0), Range(0.0, 1.0)
+
+
+def hparam_range(cls: type[Method], name: str) -> Range | None:
+    """The range a method declares for a hyperparameter (`Method.ranges`), else the one its name implies by
+    kdbench's naming: a temperature or learning rate is positive, a loss weight is not negative, a fraction or
+    probability lies in [0, 1]. None: any value of the default's type."""
+    if name in cls.ranges:
+        return cls.ranges[name]
+    if name == "temperature" or name.endswith("_temperature") or name == "lr" or "_lr" in name or "lr_" in name:
+        return POSITIVE
+    if name.endswith("_weight") or name in ("alpha", "beta"):
+        return NON_NEGATIVE
+    if name.endswith(("_fraction", "_prob", "_probability")):
+        return UNIT
+    return None
+
+
 def resolve_hparams(cls: type[Method], given: dict[str, Any]) -> dict[str, Any]:
-    """The method's defaults overridden by `given`; an unknown name or a value of the wrong type is an error."""
+    """The method's defaults overridden by `given`; an unknown name, a value of the wrong type or one outside
+    the hyperparameter's range (`hparam_range`) is an error."""
     out = dict(cls.defaults)
     for key, value in given.items():
         if key not in cls.defaults:
@@ -225,6 +273,9 @@ def resolve_hparams(cls: type[Method], given: dict[str, Any]) -> dict[str, Any]:
             isinstance(default, (int, float)) and not isinstance(value, (int, float))
         ):
             raise KdbenchError(f"hyperparameter {key}={value!r} of {cls.info.name} must be like {default!r}")
+        valid = hparam_range(cls, key) if not isinstance(default, bool) else None
+        if valid is not None and value not in valid:
+            raise KdbenchError(f"hyperparameter {key}={value!r} of {cls.info.name} must be {valid}")
         out[key] = type(default)(value) if isinstance(default, float) else value
     return out
 

@@ -161,6 +161,10 @@ class _QuantizedStudent(Method):
                 self._deployed["model"] = self.fake_quantized()
         return self._deployed["model"]
 
+    def monitored(self) -> nn.Module:
+        # converting to int8 is final, and evaluating the live student would move its observers: watch a frozen copy
+        return self.fake_quantized()
+
     def extra_parameters(self) -> int:
         # the int8 model has packed weights and no `parameters()`: count against the QAT student instead
         deployed = {id(p) for p in self.student.parameters()}

@@ -8,7 +8,7 @@ import torch.nn.functional as F
 
 from kdbench.data.loader import Batch, BatchStream
 from kdbench.losses import kd_loss
-from kdbench.methods.base import Method, MethodInfo, Setup, register_method
+from kdbench.methods.base import UNIT, Method, MethodInfo, Setup, register_method
 from kdbench.models.features import forward_with_features
 
 
@@ -103,6 +103,7 @@ class PSKD(Method):
     defaults = {
         "alpha_T": 0.8,  # Kim et al. 2021, sec. 4.1 / PS-KD-Pytorch --alpha_T 0.8
     }
+    ranges = {"alpha_T": UNIT}  # the largest weight of the own predictions in the target mix
 
     def __init__(self, setup: Setup, **hparams) -> None:
         super().__init__(setup, **hparams)

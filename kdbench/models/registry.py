@@ -43,8 +43,25 @@ def check_model(name: str) -> str:
 
 
 def create_model(name: str, num_classes: int, in_chans: int) -> nn.Module:
-    """Build a kdbench or timm architecture for a dataset; an unknown name lists kdbench's own."""
-    return timm.create_model(check_model(name), num_classes=num_classes, in_chans=in_chans)
+    """Build a kdbench or timm architecture for a dataset; an unknown name lists kdbench's own.
+
+    kdbench feeds every model the dataset's own image size. A timm model made for one input size (a ViT:
+    `fixed_input_size` in its pretrained config) is built to take any size, its patch grid padded and its
+    position embedding resized; one that cannot be (a Swin) is a one-line error naming the way out."""
+    check_model(name)
+    cfg = None if name in KDBENCH_MODELS else timm.models.get_pretrained_cfg(name)
+    if cfg is None or not cfg.fixed_input_size:
+        return timm.create_model(name, num_classes=num_classes, in_chans=in_chans)
+    try:
+        return timm.create_model(name, num_classes=num_classes, in_chans=in_chans, dynamic_img_size=True,
+                                 dynamic_img_pad=True)
+    except TypeError:
+        size = "x".join(str(n) for n in cfg.input_size[1:])
+        raise KdbenchError(
+            f"model {name!r} takes only {size} inputs, and kdbench feeds each dataset at its own size; choose a "
+            "--student/--teacher (or grid pair) that takes any size: a CNN such as resnet18, or a ViT such as "
+            "vit_tiny_patch16_224"
+        ) from None
 
 
 class CifarNet(nn.Module):

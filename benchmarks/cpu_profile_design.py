@@ -1,0 +1,71 @@
+"""The measurements behind the cpu profile's design, run by hand (not by CI): which short-schedule recipe, and
+whether a teacher trained on the full training set gives the student something to learn at the profile's budget.
+
+    python benchmarks/cpu_profile_design.py recipes  --out results/design/recipes.jsonl
+    python benchmarks/cpu_profile_design.py kd       --out results/design/kd.jsonl --seeds 0 1 2 3 4
+
+Each run is an ordinary kdbench cell (kdbench.runner.run) whose record lands in a scratch results folder; one JSON
+line per run is appended to --out, so a killed run resumes by skipping the lines already there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+from pathlib import Path
+
+from kdbench import engine, runner
+
+STUDENT, TEACHER = "cifar_resnet8", "cifar_resnet20"
+
+
+def recipe_variants() -> dict[str, engine.Recipe]:
+    """The short recipe with each augmentation, and the old step recipe, under names of their own."""
+    short = engine.RECIPES["short"]
+    return {f"short-{aug}": dataclasses.replace(short, name=f"short-{aug}", augment=aug) for aug in engine.AUGMENTATIONS} | {
+        "cpu": engine.RECIPES["cpu"]}
+
+
+def plan(study: str, args: argparse.Namespace) -> list[runner.RunConfig]:
+    base = runner.RunConfig(method="baseline", student=STUDENT, train_subset=args.train_subset, epochs=args.epochs)
+    if study == "recipes":
+        return [dataclasses.replace(base, recipe=name, seed=s) for name in recipe_variants() for s in args.seeds]
+    kd = dataclasses.replace(base, method="kd", teachers=(TEACHER,), teacher_seed=0, recipe=args.recipe,
+                             teacher_epochs=args.teacher_epochs, teacher_train_subset=args.teacher_train_subset)
+    cells = []
+    for s in args.seeds:
+        cells += [dataclasses.replace(base, recipe=args.recipe, seed=s), dataclasses.replace(kd, seed=s)]
+    cells.append(dataclasses.replace(base, recipe=args.recipe, seed=args.seeds[0], epochs=3 * args.epochs))
+    return cells
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("study", choices=["recipes", "kd"])
+    p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--train-subset", type=int, default=5000)
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--recipe", default="short")
+    p.add_argument("--teacher-epochs", type=int, default=3)
+    p.add_argument("--teacher-train-subset", type=int, default=60000)
+    p.add_argument("--scratch", default="/tmp/kdbench-design")
+    args = p.parse_args()
+    engine.RECIPES.update(recipe_variants())
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    done = {json.loads(line)["cell_id"] for line in args.out.read_text().splitlines()} if args.out.exists() else set()
+    for cfg in plan(args.study, args):
+        if cfg.cell_id() in done:
+            continue
+        rec = runner.run(cfg, device="cpu", results_dir=args.scratch, progress=False)
+        row = {k: rec.get(k) for k in ("cell_id", "method", "seed", "epochs", "student_top1", "teacher_top1",
+                                        "curve_top1", "train_time_s")}
+        row.update(recipe=cfg.recipe, train_subset=cfg.train_subset, teacher_train_subset=cfg.teacher_train_subset)
+        with args.out.open("a") as fh:
+            fh.write(json.dumps(row) + "\n")
+        print(json.dumps(row), flush=True)
+
+
+if __name__ == "__main__":
+    main()
