@@ -3,6 +3,7 @@ whether a teacher trained on the full training set gives the student something t
 
     python benchmarks/cpu_profile_design.py recipes  --out results/design/recipes.jsonl
     python benchmarks/cpu_profile_design.py kd       --out results/design/kd.jsonl --seeds 0 1 2 3 4
+    python benchmarks/cpu_profile_design.py report   --out results/design/kd.jsonl   # -> results/design/kd.md
 
 Each run is an ordinary kdbench cell (kdbench.runner.run) whose record lands in a scratch results folder; one JSON
 line per run is appended to --out, so a killed run resumes by skipping the lines already there.
@@ -15,7 +16,11 @@ import dataclasses
 import json
 from pathlib import Path
 
-from kdbench import engine, runner
+import pandas as pd
+
+from kdbench import engine, env, runner
+from kdbench.results import atomic_write_text
+from kdbench.stats import fmt, mean_ci
 
 STUDENT, TEACHER = "cifar_resnet8", "cifar_resnet20"
 
@@ -40,9 +45,32 @@ def plan(study: str, args: argparse.Namespace) -> list[runner.RunConfig]:
     return cells
 
 
+def report(lines: Path) -> str:
+    """The runs of a study as a markdown table: top-1 per recipe/method and epochs over seeds, and kd's boost over
+    baseline paired by seed."""
+    df = pd.DataFrame([json.loads(line) for line in lines.read_text().splitlines()])
+    out = [f"# {lines.stem}: measured with benchmarks/cpu_profile_design.py", "",
+           f"Student {STUDENT}, bundled Fashion-MNIST, full 10,000-image test set, {env.cpu_model()}; "
+           "top-1 of the last epoch, mean ± 95% CI over seeds (n = seeds).", ""]
+    rows = []
+    for (recipe, method, epochs), g in df.groupby(["recipe", "method", "epochs"]):
+        rows.append({"recipe": recipe, "method": method, "train images": int(g["train_subset"].iloc[0]),
+                     "epochs": epochs, "teacher top-1": fmt(*mean_ci(g["teacher_top1"])[:2]),
+                     "top-1": fmt(*mean_ci(g["student_top1"])[:2]).lstrip("+"), "seeds": " ".join(map(str, g["seed"]))})
+    out.append(pd.DataFrame(rows).to_markdown(index=False))
+    pivot = df.pivot_table(index="seed", columns=["method", "epochs"], values="student_top1")
+    if ("kd", pivot.columns.levels[1].min()) in pivot and ("baseline", pivot.columns.levels[1].min()) in pivot:
+        e = pivot.columns.levels[1].min()
+        boost = (pivot[("kd", e)] - pivot[("baseline", e)]).dropna()
+        mean, half, n = mean_ci(boost)
+        out += ["", f"kd − baseline, paired by seed, {e} epochs: **{fmt(mean, half)} points** (n = {n}; per seed: "
+                + ", ".join(f"{s}: {v:+.2f}" for s, v in boost.items()) + ")"]
+    return "\n".join(out) + "\n"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("study", choices=["recipes", "kd"])
+    p.add_argument("study", choices=["recipes", "kd", "report"])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--train-subset", type=int, default=5000)
@@ -52,6 +80,9 @@ def main() -> None:
     p.add_argument("--teacher-train-subset", type=int, default=60000)
     p.add_argument("--scratch", default="/tmp/kdbench-design")
     args = p.parse_args()
+    if args.study == "report":
+        atomic_write_text(args.out.with_suffix(".md"), report(args.out))
+        return
     engine.RECIPES.update(recipe_variants())
     args.out.parent.mkdir(parents=True, exist_ok=True)
     done = {json.loads(line)["cell_id"] for line in args.out.read_text().splitlines()} if args.out.exists() else set()

@@ -24,9 +24,7 @@ so each row's ratios compare like with like, and rows of one method compare the 
 from __future__ import annotations
 
 import copy
-import ctypes
 import dataclasses
-import gc
 import inspect
 import itertools
 import statistics
@@ -51,7 +49,7 @@ from kdbench.fastpaths import LAYOUTS, autocast, check_precision
 from kdbench.grid import Profile, get_profile, main_cells
 from kdbench.methods import Method, get_method
 from kdbench.methods.base import REFERENCE_ROWS
-from kdbench.metrics import PeakMemory, _sync
+from kdbench.metrics import PeakMemory, _sync, release_memory
 from kdbench.models.features import forward_with_features
 from kdbench.results import atomic_write_text
 from kdbench.runner import RunConfig, build_method, default_cache_dir
@@ -286,18 +284,6 @@ def features_fit_output_cache(teachers: list[nn.Module], features: set[int], bat
     return True
 
 
-def _release_memory(device: torch.device) -> None:
-    """Hand freed memory back to the system, so the next method's peak (resident-set growth on the CPU) is its own
-    rather than hidden by memory the previous one left to the allocator."""
-    gc.collect()
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-    try:
-        ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: the peak may then be understated
-        pass
-
-
 @dataclass
 class Measurement:
     """One method's row, whether a teacher-output cache could serve every teacher call of its step, and whether
@@ -328,7 +314,7 @@ def measure(cfg: RunConfig, device: torch.device, cache: TeacherCache, settings:
     if share_outputs:
         for i in range(len(batches)):
             step(i)
-    _release_memory(device)
+    release_memory(device)
     with PeakMemory(device) as memory, Probe(method) as probe:
         step(0)
     steps: dict[str, Step] = {"step": step}
@@ -370,7 +356,7 @@ def measure(cfg: RunConfig, device: torch.device, cache: TeacherCache, settings:
         "vs_ideal": t["step"] / ideal_s,
         "ideal_target": ("met" if t["step"] / ideal_s <= IDEAL_TARGET else "not met") if offline else "",
         "setup_s": setup_s,
-        "peak_memory_mb": memory.peak_bytes / 2**20,
+        "peak_memory_mb": memory.peak_bytes / 2**20 if memory.peak_bytes is not None else None,
         "student_step": reference.info.name if reference is not None else cfg.method,
         "teachers_timed": ", ".join(cfg.teachers[i] + (" +features" if i in probe.features else "")
                                     for i in probe.teachers_run),

@@ -13,10 +13,14 @@ import textwrap
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from kdbench import __version__
 from kdbench.errors import KdbenchError, KdbenchWarning
+
+if TYPE_CHECKING:  # hints only: the commands import these torch-heavy modules when they run
+    from kdbench.grid import Profile
+    from kdbench.runner import RunConfig
 
 WIDTH = 100  # `kdbench methods` fits a terminal this wide
 INTERRUPTED = "interrupted; run the same command again to resume"
@@ -109,7 +113,8 @@ def _grid(args: argparse.Namespace) -> int:
     return grid_outcome(profile, results_dir, "kdbench", cells)
 
 
-def grid_outcome(profile, results_dir: str | Path, prog: str, cells: list | None = None) -> int:
+def grid_outcome(profile: Profile, results_dir: str | Path, prog: str, cells: list[RunConfig] | None = None
+                 ) -> int:
     """After a grid: warn about teachers at chance (in a meaningful profile), and return 1, after one line saying
     so, when any of its cells (default: the profile's) failed (in this run or an earlier one), else 0."""
     from kdbench.grid import all_cells

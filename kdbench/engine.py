@@ -98,7 +98,7 @@ class FitStats:
 
     wall_time_s: float = 0.0
     samples: int = 0
-    peak_memory_bytes: int = 0
+    peak_memory_bytes: int | None = 0  # None where the device's peak cannot be measured per run
     epoch_losses: list[dict[str, float]] = field(default_factory=list)
     untimed_s: float = 0.0  # time spent in the caller's per-epoch and per-task hooks (evaluation), not training
 
@@ -195,7 +195,7 @@ def train_step(
         aux_opt.step()
         terms.update({f"aux_{k}": v for k, v in aux_terms.items()})
     with precise:
-        main_terms = method.loss_terms(batch)
+        main_terms = method.step_terms(batch)
     loss = sum(main_terms.values())
     opt.zero_grad(set_to_none=True)
     loss.backward()

@@ -209,7 +209,7 @@ PROFILES: dict[str, Profile] = {
 EXPERIMENTS: dict[str, Profile] = {
     "claims": dataclasses.replace(
         PROFILES["cpu"], name="claims", cells_from="kdbench.claims:all_cells", hparams={}, variants={},
-        robustness=None,
+        robustness=None, seeds=(0, 1, 2),
         description=(
             "The survey's Table 4 trade-off claims, each tested by a targeted experiment (kdbench.claims), on the "
             "cpu profile's data budget and teachers; under 3 hours on 2 CPU cores from a cold start."

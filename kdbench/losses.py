@@ -158,3 +158,83 @@ def irg_loss(
         for (s1, t1), (s2, t2) in zip(maps, maps[1:], strict=False)
     )
     return vertex_weight * vertex + edge_weight * edge + transform_weight * transform
+
+
+def _row_pearson(a: torch.Tensor, b: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Pearson correlation of each row of `a` with the same row of `b` (DIST's `pearson_correlation`)."""
+    a = a - a.mean(dim=1, keepdim=True)
+    b = b - b.mean(dim=1, keepdim=True)
+    return (a * b).sum(dim=1) / (a.norm(dim=1) * b.norm(dim=1) + eps)
+
+
+def dist_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    beta: float = 1.0,
+    gamma: float = 1.0,
+    temperature: float = 4.0,
+) -> torch.Tensor:
+    """Huang et al. 2022 (DIST): T² · (beta · inter-class + gamma · intra-class relation loss), each one minus the
+    mean Pearson correlation of the softened probabilities, per sample (rows) and per class (columns). Correlation
+    rather than KL lets a student match a much stronger teacher's ranking without matching its exact values."""
+    p_s = F.softmax(student_logits / temperature, dim=1)
+    p_t = F.softmax(teacher_logits / temperature, dim=1)
+    inter = 1 - _row_pearson(p_s, p_t).mean()
+    intra = 1 - _row_pearson(p_s.t(), p_t.t()).mean()
+    return temperature**2 * (beta * inter + gamma * intra)
+
+
+def standardize_logits(logits: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
+    """Sun et al. 2024: per-sample Z-score of the logits, (z - mean) / (eps + std) with the unbiased std, as the
+    official logit-standardization code's `normalize`."""
+    return (logits - logits.mean(dim=1, keepdim=True)) / (eps + logits.std(dim=1, keepdim=True))
+
+
+def lskd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 2.0) -> torch.Tensor:
+    """Logit-standardised KD: Hinton's T²-scaled KL between the Z-scored logits, so the student matches the
+    teacher's logit relations, not their range or spread; `temperature` is the paper's base temperature."""
+    return kd_loss(standardize_logits(student_logits), standardize_logits(teacher_logits), temperature)
+
+
+def _gram_consistency(p_s: torch.Tensor, p_t: torch.Tensor, dim: int) -> torch.Tensor:
+    """Squared Frobenius distance between the Gram matrices of the probabilities over `dim` (0: classes x classes,
+    1: samples x samples), divided by that Gram matrix's side, as MLKD's `cc_loss` / `bc_loss`."""
+    g_s = p_s.t() @ p_s if dim == 0 else p_s @ p_s.t()
+    g_t = p_t.t() @ p_t if dim == 0 else p_t @ p_t.t()
+    return (g_t - g_s).pow(2).sum() / g_s.shape[0]
+
+
+def mlkd_losses(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperatures: tuple[float, ...]
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Jin et al. 2023 (MLKD) on one view: the instance-level (T²-scaled KL), batch-level (sample-similarity
+    Gram) and class-level (class-correlation Gram) alignments, each summed over `temperatures`."""
+    instance = batch = klass = student_logits.new_zeros(())
+    for t in temperatures:
+        p_s = F.softmax(student_logits / t, dim=1)
+        p_t = F.softmax(teacher_logits / t, dim=1)
+        instance = instance + kd_loss(student_logits, teacher_logits, t)
+        batch = batch + _gram_consistency(p_s, p_t, dim=1)
+        klass = klass + _gram_consistency(p_s, p_t, dim=0)
+    return instance, batch, klass
+
+
+def nkd_loss(
+    student_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    target: torch.Tensor,
+    temperature: float = 1.0,
+    gamma: float = 1.5,
+) -> torch.Tensor:
+    """Yang et al. 2023 (NKD): -t_gt · log s_gt (the teacher's target probability weights the student's target
+    log-probability) plus gamma · T² · the cross-entropy between the teacher's and the student's non-target
+    distributions, each renormalised over the non-target classes, as the official cls_KD NKDLoss."""
+    n, c = student_logits.shape
+    gt = F.one_hot(target, c).bool()
+    s_gt = F.log_softmax(student_logits, dim=1)[gt]
+    t_gt = F.softmax(teacher_logits, dim=1)[gt].detach()
+    target_part = -(t_gt * s_gt).mean()
+    s_non = F.log_softmax(student_logits[~gt].reshape(n, c - 1) / temperature, dim=1)
+    t_non = F.softmax(teacher_logits[~gt].reshape(n, c - 1) / temperature, dim=1)
+    non_target = -(t_non * s_non).sum(dim=1).mean()
+    return target_part + gamma * temperature**2 * non_target

@@ -221,5 +221,5 @@ def training_step_flops(method: nn.Module, batch) -> int:
         aux = clone.auxiliary_loss(batch)
         if aux:
             sum(aux.values()).backward()
-        sum(clone.loss_terms(batch).values()).backward()
+        sum(clone.step_terms(batch).values()).backward()
     return int(counter.get_total_flops()) // len(batch)

@@ -42,7 +42,7 @@ def table4_section(results_dir: Path) -> str:
     path = results_dir / "tables" / "table4.csv"
     if not path.exists():
         return _no_results(results_dir)
-    table = pd.read_csv(path).fillna("—")
+    table = pd.read_csv(path).astype(object).fillna("—")
     run_md = results_dir / "README.md"
     source = run_md.read_text().splitlines()[4:7] if run_md.exists() else []
     cite = tables.survey_source()

@@ -16,12 +16,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import torch
-
 import kdbench
-from kdbench import env
 
 if TYPE_CHECKING:
+    import torch
+
     from kdbench.methods.base import Method, MethodInfo
     from kdbench.runner import RunConfig
 
@@ -114,6 +113,9 @@ class Record:
     @classmethod
     def of_cell(cls, cfg: RunConfig, status: str, info: MethodInfo, device: torch.device, **fields: Any) -> Record:
         """A record of `cfg` with its identity, code version, environment and time filled in."""
+        # imported here, as the methods are below: reading records (kdbench.results) needs no torch
+        from kdbench import env
+
         resolved = cfg.resolve()
         return cls(
             cell_id=cfg.cell_id(), status=status, config=resolved, method=cfg.method, variant=cfg.variant,
@@ -160,7 +162,8 @@ def method_files(method: type[Method]) -> tuple[Path, ...]:
 
 def current_code_version(method: str) -> dict[str, str]:
     """The code version a record of `method` written now gets."""
-    from kdbench.methods import get_method  # here: the methods import kdbench.results, which reads records
+    # imported here: the methods import kdbench.results, which imports this module
+    from kdbench.methods import get_method
 
     return {"package": kdbench.__version__, "method": files_digest(method_files(get_method(method))),
             "core": files_digest(core_files())}

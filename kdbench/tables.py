@@ -64,7 +64,7 @@ KINDS = ("accuracy_boost", "resource_efficiency", "computational_complexity")
 # with its reference on the same student, seed and data setting, whatever the teacher.
 SETTING = ["dataset", "student", "seed", "config.label_noise", "config.imbalance_ratio", "epochs",
            "config.train_subset", "config.test_subset"]
-_TEACHER_CONFIG = ("config.teachers", "config.teacher_epochs", "config.teacher_seed")
+_TEACHER_CONFIG = ("config.teachers", "config.teacher_epochs", "config.teacher_seed", "config.teacher_train_subset")
 _DEFAULTS = (("config.label_noise", 0.0), ("config.imbalance_ratio", 1.0), ("compare_to", "baseline"),
              ("stale", False), ("config.train_subset", None), ("config.test_subset", None))
 # Where a record keeps its test top-1 after every epoch (kdbench.runner.EpochCurve writes `curve_top1`, on a

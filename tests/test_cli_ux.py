@@ -329,3 +329,18 @@ def test_run_all_progress_and_portable_notebooks(tmp_path, results, monkeypatch,
 def test_portable_paths(run_all, tmp_path):
     assert run_all.portable(ROOT / "results" / "cpu") == "results/cpu"
     assert run_all.portable(tmp_path) == str(tmp_path)
+
+
+def test_run_warns_on_one_line_about_its_pair_and_teacher(tmp_path, monkeypatch, capsys):
+    """`kdbench run` with a reversed pair whose teacher learnt nothing: both said, one line each."""
+    import kdbench.runner
+
+    record = {"method": "kd", "student": "cifar_resnet14", "teacher": "cifar_resnet8", "student_top1": 10.0,
+              "teacher_top1": 11.0, "dataset": "fashion-mnist", "train_time_s": 1.0, "train_samples_per_s": 1.0,
+              "path": str(tmp_path / "record.json")}
+    monkeypatch.setattr(kdbench.runner, "run", lambda cfg, **kw: record)
+    assert cli.main(["run", "--method", "kd", "--student", "cifar_resnet14", "--teacher", "cifar_resnet8",
+                     "--results-dir", str(tmp_path), "--quiet"]) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and all(line.startswith("kdbench: warning: ") for line in err), err
+    assert "student cifar_resnet14 has more parameters" in err[0] and "within 5 points of chance" in err[1]

@@ -54,8 +54,8 @@ def test_finished_and_failed_cells_write_one_schema(finished):
     assert set(rec) == FIELDS, set(rec) ^ FIELDS
     cfg = grid.all_cells(grid.load_profile(finished / "tiny.yaml"))[0]
     try:
-        1 / 0
-    except ZeroDivisionError as exc:
+        raise ZeroDivisionError("division by zero")
+    except ZeroDivisionError as exc:  # as a method raises it: the record keeps its traceback
         failed = grid._failed_record(cfg, exc, "cpu")
     assert set(failed) == FIELDS
     for r in (rec, failed):
@@ -63,6 +63,7 @@ def test_finished_and_failed_cells_write_one_schema(finished):
         assert READ_BY_TABLES <= set(r)
     assert rec["status"] == "ok" and rec["error"] is None and rec["latency_ms_b1_iqr"] >= 0
     assert failed["status"] == "failed" and failed["error"] == "ZeroDivisionError: division by zero"
+    assert "ZeroDivisionError" in failed["traceback"] and failed["failed_step"] is None
     assert failed["cell_id"] == rec["cell_id"] and failed["student_top1"] is None and failed["env"]["device"] == "cpu"
 
 

@@ -29,6 +29,7 @@ import yaml
 from kdbench.data.catalog import DatasetInfo
 from kdbench.data.loader import Batch, BatchStream
 from kdbench.errors import KdbenchError, check_choice, unknown
+from kdbench.losses import kd_loss
 from kdbench.models.features import Outputs, forward_with_features
 from kdbench.teacher_outputs import TeacherOutputCache, teacher_forward
 
@@ -123,6 +124,29 @@ class Method(nn.Module):
     def loss_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Named loss terms for one batch; the engine sums them (weights are applied here)."""
         raise NotImplementedError
+
+    def step_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
+        """What the engine trains on: `loss_terms`, plus the "+KD" term `plus_kd` = kd_weight x Hinton's KD
+        (T = 4) against the first teacher when the method takes "+KD" and kd_weight > 0. The student's logits are
+        the ones its own terms computed on `batch.x` (caught with a hook), so no extra forward pass runs."""
+        weight = self.hp.get(PLUS_KD, 0.0) if takes_plus_kd(type(self)) else 0.0
+        if not weight:
+            return self.loss_terms(batch)
+        seen: list[torch.Tensor] = []
+
+        def keep(_module: nn.Module, inputs: tuple, output: Any) -> None:
+            if not seen and inputs and inputs[0] is batch.x and isinstance(output, torch.Tensor):
+                seen.append(output)
+
+        handle = self.student.register_forward_hook(keep)
+        try:
+            terms = self.loss_terms(batch)
+        finally:
+            handle.remove()
+        if not seen:
+            raise KdbenchError(f"{PLUS_KD} > 0 needs {self.info.name}'s student logits on the batch; it computes none")
+        teacher = self.teacher_outputs(batch).logits
+        return {**terms, "plus_kd": weight * kd_loss(seen[0], teacher, PLUS_KD_TEMPERATURE)}
 
     def deployable(self) -> nn.Module:
         """The model that is evaluated and measured (size, FLOPs, latency) after training."""
@@ -265,10 +289,11 @@ def resolve_hparams(cls: type[Method], given: dict[str, Any]) -> dict[str, Any]:
     """The method's defaults overridden by `given`; an unknown name, a value of the wrong type or one outside
     the hyperparameter's range (`hparam_range`) is an error."""
     out = dict(cls.defaults)
+    known = {**cls.defaults, PLUS_KD: 0.0} if takes_plus_kd(cls) else cls.defaults
     for key, value in given.items():
-        if key not in cls.defaults:
-            raise unknown(f"hyperparameter of {cls.info.name}", key, cls.defaults)
-        default = cls.defaults[key]
+        if key not in known:
+            raise unknown(f"hyperparameter of {cls.info.name}", key, known)
+        default = known[key]
         if isinstance(default, bool) != isinstance(value, bool) or (
             isinstance(default, (int, float)) and not isinstance(value, (int, float))
         ):
@@ -277,7 +302,30 @@ def resolve_hparams(cls: type[Method], given: dict[str, Any]) -> dict[str, Any]:
         if valid is not None and value not in valid:
             raise KdbenchError(f"hyperparameter {key}={value!r} of {cls.info.name} must be {valid}")
         out[key] = type(default)(value) if isinstance(default, float) else value
-    return out
+    return _checked_plus_kd(cls, out)
+
+
+# ---- "+KD": Hinton's KD added to any method with a teacher ------------------------------------------------------
+PLUS_KD = "kd_weight"
+PLUS_KD_TEMPERATURE = 4.0  # as kd: RepDistiller train_student.py --kd_T 4
+
+
+def takes_plus_kd(cls: type[Method]) -> bool:
+    """Whether the base class adds "+KD" (`kd_weight` x Hinton's KD) to the method's terms: every method but those
+    whose own loss already has a KD term weighted by their own `kd_weight` (kd, ctkd, ...)."""
+    return PLUS_KD not in cls.defaults
+
+
+def _checked_plus_kd(cls: type[Method], hparams: dict[str, Any]) -> dict[str, Any]:
+    """A "+KD" weight of 0 is dropped, so the resolved config (and the cell id hashed from it) of a run without
+    "+KD" stays what it was before "+KD" existed; a positive one needs a teacher and the real batch."""
+    if not takes_plus_kd(cls) or PLUS_KD not in hparams:
+        return hparams
+    if hparams[PLUS_KD] == 0:
+        return {k: v for k, v in hparams.items() if k != PLUS_KD}
+    if cls.info.teachers == 0 or cls.info.technique == "Data-Free KD":
+        raise KdbenchError(f"{PLUS_KD} must be 0 for {cls.info.name}: it has no teacher outputs on real inputs")
+    return hparams
 
 
 def parse_hparams(pairs: Iterable[str]) -> dict[str, Any]:

@@ -135,7 +135,8 @@ class _QuantizedStudent(Method):
 
     def student_logits(self, x: torch.Tensor) -> torch.Tensor:
         self._deployed.clear()  # a training step follows: the converted model goes stale
-        return self.student(x)
+        with torch.autocast(x.device.type, enabled=False):  # fake quantization has no bf16 kernels: fp32 always
+            return self.student(x.float())
 
     # ---- what is deployed ------------------------------------------------------------------------------------
     def fake_quantized(self) -> nn.Module:
