@@ -1,6 +1,6 @@
 """Run kdbench's notebooks in order for one profile with papermill, the main job of the suite.
 
-    python run_all.py --profile cpu            # the default main job (under 90 minutes on 2 CPU cores)
+    python run_all.py --profile cpu            # the default main job (every technique, 5 seeds, 2 CPU cores)
     python run_all.py --profile smoke          # a 3-minute plumbing check
     python run_all.py --profile claims         # the survey's trade-off claims tested (about 2 hours)
     python run_all.py --profile cpu --executor ray   # grid cells as Ray tasks ($RAY_ADDRESS's cluster)
@@ -35,6 +35,7 @@ from kdbench import env, grid, runner, tables
 from kdbench.cli import INTERRUPTED, add_data_root, grid_outcome, one_line_warnings, use_data_root
 from kdbench.errors import KdbenchError
 from kdbench.executor import EXECUTORS, resolve_executor
+from kdbench.fastpaths import MEMORY_FORMATS
 from kdbench.results import atomic_write_text
 
 HERE = Path(__file__).resolve().parent
@@ -114,14 +115,14 @@ def run_notebooks(profile: str, device: str, results_dir: Path, workers: int | N
 
 
 def run_job(spec: grid.Profile, results_dir: Path, device: str, workers: int | None, executor: str,
-            retry_failed: bool) -> dict[str, Any] | None:
+            retry_failed: bool, memory_format: str = "auto") -> dict[str, Any] | None:
     """Run the profile's grid here, so its progress bar is in the terminal; None for an experiment whose own
     notebook runs its cells."""
     if spec.cells_from in EXPERIMENT_NOTEBOOKS:
         return None
     start = time.perf_counter()
     counts = grid.run_grid(spec, results_dir, device=device, workers=workers, executor=executor,
-                           retry_failed=retry_failed)
+                           retry_failed=retry_failed, memory_format=memory_format)
     return {**counts, "wall_time_s": round(time.perf_counter() - start, 1)}
 
 
@@ -137,6 +138,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--results-dir", help="default: results/<profile name>")
     parser.add_argument("--retry-failed", action="store_true", help="run the cells whose record says they failed "
                         "again (by default a finished cell, failed or not, is skipped)")
+    parser.add_argument("--memory-format", default="auto", choices=MEMORY_FORMATS,
+                        help="auto (the faster one, measured once per machine and cached), channels_last or "
+                        "contiguous; recorded in each record, not part of the cell id (default: %(default)s)")
     add_data_root(parser)
     return parser
 
@@ -163,7 +167,7 @@ def run(args: argparse.Namespace) -> int:
     results_dir = grid.results_dir_for(spec.name, args.results_dir).resolve()
     runner.check_folders(results_dir, runner.default_cache_dir())
     started, start = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter()
-    ran = run_job(spec, results_dir, args.device, args.workers, executor, args.retry_failed)
+    ran = run_job(spec, results_dir, args.device, args.workers, executor, args.retry_failed, args.memory_format)
     run_notebooks(args.profile, args.device, results_dir, args.workers, executor, ran)
     info = {"profile": spec.name, "started": started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "wall_time_s": round(time.perf_counter() - start, 1), "device": args.device, "executor": executor,

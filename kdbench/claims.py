@@ -982,7 +982,7 @@ def smoke_profile() -> grid.Profile:
     """The claims on a plumbing budget: one seed, one epoch, tiny subsets, the smallest sweeps."""
     return dataclasses.replace(
         grid.EXPERIMENTS["claims"], name="claims-smoke", seeds=(0,), epochs=1, teacher_epochs=1, train_subset=128,
-        test_subset=200, meaningful=False, description="The claims' plumbing check; numbers mean nothing.")
+        teacher_train_subset=None, test_subset=200, meaningful=False, description="The claims' plumbing check; numbers mean nothing.")
 
 
 def plan(profile: grid.Profile) -> pd.DataFrame:

@@ -186,7 +186,7 @@ def train_step(
     (kdbench.bench) both call this, so what is timed is exactly what is trained. The loss terms are computed
     in the run's precision (`Setup.precision`, see kdbench.fastpaths); backward and the update are not autocast."""
     terms: dict[str, torch.Tensor] = {}
-    precise = autocast(batch.x.device.type, method.setup.precision)
+    precise = autocast(method.setup.device.type, method.setup.precision)  # data-free methods never read batch.x
     if aux_opt is not None:
         aux_opt.zero_grad(set_to_none=True)
         with precise:

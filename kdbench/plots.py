@@ -350,13 +350,17 @@ def nas_search(df: pd.DataFrame) -> plt.Figure:
     return fig
 
 
-def representatives() -> list[str]:
-    """One method per technique for the per-epoch figure: the first registered method whose own technique it
-    is."""
-    picks = {}
-    for name, cls in METHODS.items():
-        picks.setdefault(cls.info.technique, name)
+def representatives(available: set[str]) -> list[str]:
+    """One method per technique for the per-epoch figure: among the methods that have runs, the technique's
+    founding method where it ran (kd for response-based KD: `CANONICAL`), else the first registered one."""
+    picks: dict[str, str] = {}
+    for name in sorted(available & set(METHODS), key=lambda n: (n not in CANONICAL, list(METHODS).index(n))):
+        picks.setdefault(METHODS[name].info.technique, name)
     return [picks[t] for t in TECHNIQUES if t in picks]
+
+
+CANONICAL = {"kd", "fitnet", "rkd", "dml", "pskd", "crossmodal", "irg", "at", "dafl", "adversarial", "qkd", "nas",
+             "lwf", "multiteacher"}
 
 
 def epoch_curves(df: pd.DataFrame) -> plt.Figure:
@@ -372,7 +376,7 @@ def epoch_curves(df: pd.DataFrame) -> plt.Figure:
     pairs = ok[~ok["teacher_free"]][["teacher", "student", "pair"]].drop_duplicates().sort_values("pair")
     if pairs.empty:
         return _empty(title, "no per-epoch accuracy in these records")
-    shown = ["baseline", *representatives()]
+    shown = ["baseline", *representatives(set(ok["method"]))]
     fig, axes = plt.subplots(1, len(pairs), figsize=(5.5 * len(pairs) + 2, 4.5), squeeze=False, sharey=True)
     for ax, (_, p) in zip(axes[0], pairs.iterrows(), strict=True):
         runs = tables.on_pair(ok, p["teacher"], p["student"])

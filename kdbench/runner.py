@@ -310,10 +310,12 @@ class EpochCurve:
         self.method = method
         self.val_stream = prepared.val
         test = prepared.test
-        keep = stratified_indices(test.labels.cpu(), min(CURVE_TEST_IMAGES, test.num_samples),
-                                  torch.Generator().manual_seed(SPLIT_SEED)).sort().values
-        self.stream = BatchStream(test.images[keep], test.labels[keep], test.info, EVAL_BATCH, train=False,
-                                  device=test.device)
+        self.stream = test
+        if test.num_samples > CURVE_TEST_IMAGES:
+            keep = stratified_indices(test.labels.cpu(), CURVE_TEST_IMAGES,
+                                      torch.Generator().manual_seed(SPLIT_SEED)).sort().values
+            self.stream = BatchStream(test.images[keep], test.labels[keep], test.info, EVAL_BATCH, train=False,
+                                      device=test.device)
         self.test: list[float] = []
         self.val: list[float] = []
 

@@ -424,7 +424,7 @@ def on_pair(df: pd.DataFrame, teacher: str | None, student: str) -> pd.DataFrame
 def swept(df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
     """Usable runs of the methods swept over label noise or imbalance, on the first pair a sweep ran on (with
     the student's teacher-free runs), and that pair's name; empty when nothing was swept."""
-    ok = usable(df)
+    ok = df[(df["status"] == "ok") & ~df["stale"]]  # collapsed runs stay, counted apart by the table
     cells = ok[(ok["config.label_noise"] > 0) | (ok["config.imbalance_ratio"] > 1)]
     if cells.empty:
         return ok[:0], ""
@@ -436,15 +436,16 @@ def swept(df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
 
 def robustness_table(df: pd.DataFrame) -> pd.DataFrame:
     """Top-1 (mean ± 95% CI over seeds) under label noise and class imbalance, per swept method, on the pair
-    the sweep ran on (the clean, balanced row is the main grid's cell for that pair)."""
+    the sweep ran on (the clean, balanced row is the main grid's cell for that pair). Collapsed runs are counted
+    in their own column and left out of the mean."""
     cells, pair = swept(df)
     rows = []
     for (method, noise, ratio), g in cells.groupby(["method", "config.label_noise",
                                                     "config.imbalance_ratio"]):
-        top1 = g.groupby("seed")["student_top1"].mean()
+        top1 = g[~g["collapsed"]].groupby("seed")["student_top1"].mean()
         rows.append({"method": method, "pair": pair, "label noise": noise, "imbalance ratio": ratio,
-                     "seeds": len(top1), "top-1 (%)": _top1(top1)})
-    columns = ["method", "pair", "label noise", "imbalance ratio", "seeds", "top-1 (%)"]
+                     "seeds": len(top1), "collapsed": int(g["collapsed"].sum()), "top-1 (%)": _top1(top1)})
+    columns = ["method", "pair", "label noise", "imbalance ratio", "seeds", "collapsed", "top-1 (%)"]
     return pd.DataFrame(rows, columns=columns)
 
 

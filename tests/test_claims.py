@@ -28,9 +28,10 @@ BY_KEY = {c.key: c for c in claims.CLAIMS}
 def test_claims_profile_is_registered_on_the_cpu_budget():
     profile = grid.get_profile("claims")
     cpu = grid.get_profile("cpu")
-    for name in ("dataset", "recipe", "epochs", "teacher_epochs", "train_subset", "test_subset", "teacher_seed",
-                 "seeds"):
+    for name in ("dataset", "recipe", "epochs", "teacher_epochs", "train_subset", "teacher_train_subset",
+                 "test_subset", "teacher_seed"):
         assert getattr(profile, name) == getattr(cpu, name), name
+    assert set(profile.seeds) <= set(cpu.seeds)  # fewer seeds: a claim adds its own where its effect needs them
     ids = [c.cell_id() for c in grid.all_cells(profile)]
     assert len(ids) == len(set(ids)) and len(ids) == len(claims.all_cells(profile))
     assert grid.profile_summary(profile)["cells"] == len(ids)

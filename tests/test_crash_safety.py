@@ -41,13 +41,18 @@ def _grid_file(tmp_path: Path) -> str:
 def _start(grid_file: str, out: Path, cache: Path, kill_at: str = "") -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "KDBENCH_TEST_KILL": kill_at, "PYTHONPATH": str(ROOT)}
     cmd = [sys.executable, str(DRIVER), "grid", "--grid", grid_file, "--results-dir", str(out),
-           "--cache-dir", str(cache), "--device", "cpu", "--quiet"]
+           "--cache-dir", str(cache), "--device", "cpu", "--quiet", "--memory-format", "contiguous"]
     return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
 def _finish(proc: subprocess.Popen) -> tuple[int, str]:
     out, err = proc.communicate(timeout=300)
     return proc.returncode, out + err
+
+
+def _counts(log: str) -> dict[str, int]:
+    """The grid's counts: the JSON line it prints on stdout (warnings may follow it on stderr)."""
+    return json.loads([line for line in log.splitlines() if line.startswith("{")][-1])
 
 
 def _records(out: Path) -> dict[str, dict]:
@@ -102,7 +107,7 @@ def test_killed_at_every_kind_of_write_then_resumed_equals_uninterrupted(tmp_pat
 
     code, log = _finish(_start(grid_file, out, cache))
     assert code == 0, log
-    assert json.loads(log.strip().splitlines()[-1])["skipped"] >= 4
+    assert _counts(log)["skipped"] >= 4
     assert _records(out) == reference
     assert not list((out / "locks").glob("*.lock"))  # the dead runs' claims were recovered and released
 
@@ -112,7 +117,7 @@ def test_two_runs_at_once_share_the_work_without_corrupting_it(tmp_path, referen
     procs = [_start(grid_file, out, cache) for _ in range(2)]
     finished = [_finish(p) for p in procs]
     assert [code for code, _ in finished] == [0, 0], finished
-    counts = [json.loads(log.strip().splitlines()[-1]) for _, log in finished]
+    counts = [_counts(log) for _, log in finished]
     assert sum(c["ok"] for c in counts) == CELLS  # every cell ran exactly once between the two runs
     assert _records(out) == reference
     assert len(list((cache / "teachers").glob("*.pt"))) == 1
