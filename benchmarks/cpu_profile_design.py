@@ -45,6 +45,14 @@ def plan(study: str, args: argparse.Namespace) -> list[runner.RunConfig]:
     return cells
 
 
+def _teacher(g: pd.DataFrame) -> str:
+    """The runs' teacher: its architecture, training images and top-1 (one teacher, shared by every seed)."""
+    if g["teacher_top1"].isna().all():
+        return "—"
+    images = g["teacher_train_subset"].iloc[0]
+    return f"{TEACHER}, {int(images):,} images, {g['teacher_top1'].mean():.2f}%"
+
+
 def report(lines: Path) -> str:
     """The runs of a study as a markdown table: top-1 per recipe/method and epochs over seeds, and kd's boost over
     baseline paired by seed."""
@@ -55,7 +63,7 @@ def report(lines: Path) -> str:
     rows = []
     for (recipe, method, epochs), g in df.groupby(["recipe", "method", "epochs"]):
         rows.append({"recipe": recipe, "method": method, "train images": int(g["train_subset"].iloc[0]),
-                     "epochs": epochs, "teacher top-1": fmt(*mean_ci(g["teacher_top1"])[:2]),
+                     "epochs": epochs, "teacher": _teacher(g),
                      "top-1": fmt(*mean_ci(g["student_top1"])[:2]).lstrip("+"), "seeds": " ".join(map(str, g["seed"]))})
     out.append(pd.DataFrame(rows).to_markdown(index=False))
     pivot = df.pivot_table(index="seed", columns=["method", "epochs"], values="student_top1")

@@ -141,6 +141,10 @@ def _cell_source(spec: str) -> Callable[[Profile], list[RunConfig]]:
 
 
 # ---- profiles --------------------------------------------------------------------------------------------------
+# One method (or two) per row of the survey's Table 4, and the references they are measured against: the cpu
+# profile's methods. The zoo profile adds every other registered method on the first pair.
+SURVEY_METHODS = ("kd", "dkd", "takd", "fitnet", "rkd", "sp", "dml", "byot", "pskd", "crossmodal", "irg", "at",
+                  "dafl", "deepinversion", "adversarial", "qkd", "nas", "lwf", "lifelong_joint", "multiteacher")
 PROFILES: dict[str, Profile] = {
     "smoke": Profile(
         name="smoke",
@@ -173,6 +177,7 @@ PROFILES: dict[str, Profile] = {
         train_subset=5000,
         teacher_train_subset=60000,
         recipe="short",
+        methods=SURVEY_METHODS,
         extra_teachers=("cifar_wrn_16_2",),
         hparams={
             "deepinversion": {"synthesis_steps": 20},  # keeps the data-free cells within the time budget
@@ -204,6 +209,12 @@ PROFILES: dict[str, Profile] = {
         variants={"nas": {"smallest": {"pick": "smallest"}, "largest": {"pick": "largest"}}},
     ),
 }
+
+PROFILES["zoo"] = dataclasses.replace(
+    PROFILES["cpu"], name="zoo", pairs=PROFILES["cpu"].pairs[:1], methods=None, robustness=None, variants={},
+    description="Every registered method on the cpu profile's first pair, budget and seeds: the canonical "
+                "distillation zoo beside the survey's techniques.",
+)
 
 # Experiments with cells of their own (`cells_from`) on a grid profile's data budget, so they share its teachers.
 EXPERIMENTS: dict[str, Profile] = {
