@@ -104,6 +104,9 @@ class Record:
     curve_val_top1: list[float] | None = None
     curve_best_top1: float | None = None
     curve_best_epoch: int | None = None
+    # set by the runner: top-1 within a few points of chance (kdbench.stats.is_collapsed); tables count such runs
+    # apart instead of averaging them into a mean
+    collapsed: bool | None = None
     extras: dict[str, Any] = field(default_factory=dict)
     # ---- a failed cell
     error: str | None = None

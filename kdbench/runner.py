@@ -26,6 +26,7 @@ from kdbench.models import create_model
 from kdbench.models.registry import check_model
 from kdbench.record import Record
 from kdbench.results import ensure_writable, write_record
+from kdbench.stats import is_collapsed
 from kdbench.teacher_outputs import DEFAULT_FEATURE_BUDGET_BYTES, TeacherOutputCache
 from kdbench.teachers import CachedTeacher, TeacherCache, TeacherKey
 
@@ -289,6 +290,7 @@ def run(
     # what training would have cost without the shared outputs: the cost columns compare methods as users run them
     record["standalone_train_time_s"] = stats.wall_time_s + (outputs_shared["saved_s"] if outputs_shared else 0.0)
     record.update(curve.summary())
+    record["collapsed"] = is_collapsed(record["student_top1"], info.num_classes)
     if task_classes:
         record["extras"]["task_classes"] = task_classes
         record["extras"]["task_accuracy"] = task_accuracy
