@@ -3,6 +3,7 @@ whether a teacher trained on the full training set gives the student something t
 
     python benchmarks/cpu_profile_design.py recipes  --out results/design/recipes.jsonl
     python benchmarks/cpu_profile_design.py kd       --out results/design/kd.jsonl --seeds 0 1 2 3 4
+    python benchmarks/cpu_profile_design.py bf16     --out results/design/bf16.jsonl --seeds 0 1 2
     python benchmarks/cpu_profile_design.py report   --out results/design/kd.jsonl   # -> results/design/kd.md
 
 Each run is an ordinary kdbench cell (kdbench.runner.run) whose record lands in a scratch results folder; one JSON
@@ -41,6 +42,8 @@ def plan(study: str, args: argparse.Namespace) -> list[runner.RunConfig]:
     cells = []
     for s in args.seeds:
         cells += [dataclasses.replace(base, recipe=args.recipe, seed=s), dataclasses.replace(kd, seed=s)]
+    if study == "bf16":  # the same cells trained under bf16 autocast: does it hold accuracy and kd's boost?
+        return cells + [dataclasses.replace(c, precision="bf16") for c in cells]
     cells.append(dataclasses.replace(base, recipe=args.recipe, seed=args.seeds[0], epochs=3 * args.epochs))
     return cells
 
@@ -61,24 +64,27 @@ def report(lines: Path) -> str:
            f"Student {STUDENT}, bundled Fashion-MNIST, full 10,000-image test set, {env.cpu_model()}; "
            "top-1 of the last epoch, mean ± 95% CI over seeds (n = seeds).", ""]
     rows = []
-    for (recipe, method, epochs), g in df.groupby(["recipe", "method", "epochs"]):
-        rows.append({"recipe": recipe, "method": method, "train images": int(g["train_subset"].iloc[0]),
+    df["precision"] = df["precision"].fillna("fp32") if "precision" in df else "fp32"
+    for (recipe, precision, method, epochs), g in df.groupby(["recipe", "precision", "method", "epochs"]):
+        rows.append({"recipe": recipe, "precision": precision, "method": method,
+                     "train images": int(g["train_subset"].iloc[0]),
                      "epochs": epochs, "teacher": _teacher(g),
                      "top-1": fmt(*mean_ci(g["student_top1"])[:2]).lstrip("+"), "seeds": " ".join(map(str, g["seed"]))})
     out.append(pd.DataFrame(rows).to_markdown(index=False))
-    pivot = df.pivot_table(index="seed", columns=["method", "epochs"], values="student_top1")
-    if ("kd", pivot.columns.levels[1].min()) in pivot and ("baseline", pivot.columns.levels[1].min()) in pivot:
+    for precision, g in df.groupby("precision"):
+        pivot = g.pivot_table(index="seed", columns=["method", "epochs"], values="student_top1")
         e = pivot.columns.levels[1].min()
-        boost = (pivot[("kd", e)] - pivot[("baseline", e)]).dropna()
-        mean, half, n = mean_ci(boost)
-        out += ["", f"kd − baseline, paired by seed, {e} epochs: **{fmt(mean, half)} points** (n = {n}; per seed: "
-                + ", ".join(f"{s}: {v:+.2f}" for s, v in boost.items()) + ")"]
+        if ("kd", e) in pivot and ("baseline", e) in pivot:
+            boost = (pivot[("kd", e)] - pivot[("baseline", e)]).dropna()
+            mean, half, n = mean_ci(boost)
+            out += ["", f"kd − baseline, paired by seed, {e} epochs, {precision}: **{fmt(mean, half)} points** "
+                    f"(n = {n}; per seed: " + ", ".join(f"{s}: {v:+.2f}" for s, v in boost.items()) + ")"]
     return "\n".join(out) + "\n"
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("study", choices=["recipes", "kd", "report"])
+    p.add_argument("study", choices=["recipes", "kd", "bf16", "report"])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--train-subset", type=int, default=5000)
@@ -100,7 +106,8 @@ def main() -> None:
         rec = runner.run(cfg, device="cpu", results_dir=args.scratch, progress=False)
         row = {k: rec.get(k) for k in ("cell_id", "method", "seed", "epochs", "student_top1", "teacher_top1",
                                         "curve_top1", "train_time_s")}
-        row.update(recipe=cfg.recipe, train_subset=cfg.train_subset, teacher_train_subset=cfg.teacher_train_subset)
+        row.update(recipe=cfg.recipe, train_subset=cfg.train_subset, teacher_train_subset=cfg.teacher_train_subset,
+                   precision=cfg.precision)
         with args.out.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)

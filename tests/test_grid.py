@@ -20,7 +20,12 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_builtin_profiles_resolve(name):
     profile = grid.PROFILES[name]
     grid.validate(profile)
-    assert set(profile.method_names()) == set(METHODS)  # every registered method runs in every profile
+    assert set(profile.methods or METHODS) <= set(profile.method_names()) <= set(METHODS)
+
+
+def test_every_method_runs_in_the_plumbing_check_and_the_zoo():
+    for name in ("smoke", "zoo"):
+        assert set(grid.PROFILES[name].method_names()) == set(METHODS), name
 
 
 def test_cpu_profile_meets_its_brief():
@@ -99,7 +104,9 @@ def test_run_all_smoke_end_to_end(tmp_path):
         assert not [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     robust = tables.robustness_table(tables.load_frame(out))
     assert set(robust["label noise"]) == {0.0, 0.2} and set(robust["imbalance ratio"]) == {1.0, 10.0}
-    assert (robust["seeds"] == 1).all() and "nan" not in (out / "tables" / "robustness.md").read_text()
+    # one seed per setting: in a one-epoch plumbing check it may have collapsed to chance, counted apart
+    assert (robust["seeds"] + robust["collapsed"] == 1).all()
+    assert "nan" not in (out / "tables" / "robustness.md").read_text()
     table4 = (out / "tables" / "table4.md").read_text()
     assert all(t in table4 for t in TECHNIQUES)
     for fig in tables.INDEX_TEXT:
