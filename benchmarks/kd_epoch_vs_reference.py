@@ -8,7 +8,8 @@ data generated in memory (uniform random 3x32x32 uint8 images, 100 classes): KL 
 cross-entropy weighted 0.1, SGD lr 0.05, momentum 0.9, weight decay 5e-4.
 
 - kdbench: `kdbench.engine.fit` for one epoch of the `kd` method on a `BatchStream` (whole-batch augmentation on the
-  device), in each (precision, memory format) of `kdbench.bench.CONFIGS` this CPU runs (`kdbench.fastpaths`);
+  device), in each (precision, memory format) of `kdbench.bench.CONFIGS` this CPU runs (`kdbench.fastpaths`),
+  with the teacher live and with its outputs shared through the on-disk cache as grid cells share them;
 - reference: a `Dataset` of HWC uint8 images with torchvision's per-sample RandomCrop(32, padding=4),
   RandomHorizontalFlip, ToTensor and Normalize, a `DataLoader` with worker processes (started each epoch, as
   RepDistiller's are), the teacher under `no_grad`, and RepDistiller's per-batch loss and top-1/top-5 bookkeeping.
@@ -22,7 +23,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import shutil
 import statistics
+import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -44,6 +47,7 @@ from kdbench.engine import RECIPES, fit
 from kdbench.methods import Setup, get_method
 from kdbench.models import create_model
 from kdbench.results import atomic_write_text
+from kdbench.teacher_outputs import TeacherOutputCache
 
 TEACHER, STUDENT = "cifar_resnet56", "cifar_resnet20"
 BATCH, LR, MOMENTUM, WEIGHT_DECAY = 64, 0.05, 0.9, 5e-4  # RepDistiller's CIFAR-100 recipe
@@ -68,8 +72,11 @@ def models(seed: int = 0) -> tuple[nn.Module, nn.Module]:
 
 
 # ---- kdbench -------------------------------------------------------------------------------------------------------
-def kdbench_epoch(x: torch.Tensor, y: torch.Tensor, precision: str, memory_format: str) -> Epoch:
-    """One epoch of kdbench's `kd` through the engine's own loop, teacher forward live (no output cache)."""
+def kdbench_epoch(x: torch.Tensor, y: torch.Tensor, precision: str, memory_format: str,
+                  shared_in: Path | None = None) -> Epoch:
+    """One epoch of kdbench's `kd` through the engine's own loop: teacher forward live, or (`shared_in`, a folder)
+    teacher outputs shared as grid cells share them: the untimed warm-up epoch writes them to the folder, and
+    each timed epoch starts from an empty cache object that reads them back from disk, as a later cell would."""
     teacher, student = models()
     for model in (teacher.eval(), student):
         fastpaths.prepare_model(model, memory_format, precision)
@@ -79,7 +86,17 @@ def kdbench_epoch(x: torch.Tensor, y: torch.Tensor, precision: str, memory_forma
                   stream.num_samples, 1, len(stream), recipe=recipe, precision=precision, memory_format=memory_format)
     method = fastpaths.to_layout(get_method("kd")(setup, temperature=TEMPERATURE, ce_weight=CE_WEIGHT,
                                                   kd_weight=KD_WEIGHT), memory_format)
-    return lambda: fit(method, stream, recipe, 1, progress=False).samples
+    if shared_in is None:
+        return lambda: fit(method, stream, recipe, 1, progress=False).samples
+
+    def epoch() -> int:
+        cache = TeacherOutputCache(teacher, f"bench-{precision}-{memory_format}", shared_in)
+        setup.output_caches = [cache]
+        samples = fit(method, stream, recipe, 1, progress=False).samples
+        cache.flush()
+        return samples
+
+    return epoch
 
 
 # ---- the reference: RepDistiller's train_distill, KD only --------------------------------------------------------
@@ -192,11 +209,15 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     x, y = synthetic_data(args.images, INFO)
     epochs = {"reference": reference_epoch(x, y, args.workers)}
+    shared = Path(tempfile.mkdtemp(prefix="kdbench-shared-outputs-"))
     for precision, layout in runnable_configs(torch.device("cpu")):
         epochs[f"kdbench {config_label(precision, layout)}"] = kdbench_epoch(x, y, precision, layout)
+        epochs[f"kdbench {config_label(precision, layout)}, shared teacher outputs"] = kdbench_epoch(
+            x, y, precision, layout, shared)
     text = report(timed(epochs, args.repeats), args)
     print(text)
     atomic_write_text(args.out, text)
+    shutil.rmtree(shared, ignore_errors=True)
     print(f"written to {args.out}")
 
 
