@@ -120,7 +120,7 @@ def _prepare(df: pd.DataFrame) -> pd.DataFrame:
     df["stale"] = df["stale"].astype(bool)
     if "config.variant" in df:
         df["variant"] = df["variant"].fillna(df["config.variant"])
-    df["variant"] = df["variant"].fillna("").astype(str)
+    df["variant"] = df["variant"].astype(object).fillna("").astype(str)
     df["status"] = df["status"].fillna("ok")
     # the registry is the source of truth for what a method is compared with (records keep what was run)
     compare_to = [METHODS[m].info.compare_to if m in METHODS else c
