@@ -239,7 +239,7 @@ def build_method(
                      for i, t in enumerate(teachers)] if share_outputs else []
     setup = Setup(student, [t.model for t in teachers], info, make_model, prepared.train.num_samples,
                   resolved["epochs"], len(prepared.train), dev, output_caches, recipe=get_recipe(cfg.recipe),
-                  precision=precision, memory_format=layout)
+                  precision=precision, memory_format=layout, seed=cfg.seed)
     method = get_method(cfg.method)(setup, **resolved["hparams"])
     return fastpaths.to_layout(method, layout), prepared, teachers  # its own modules too
 

@@ -100,6 +100,9 @@ class Setup:
     # models and the method's modules are in `memory_format` ("contiguous" or "channels_last")
     precision: str = "fp32"
     memory_format: str = "contiguous"
+    # the cell's seed, for a method's own random draws (a synthetic pool's order and augmentation): without it,
+    # every seed of a grid would replay the same draws
+    seed: int = 0
 
 
 class Method(nn.Module):

@@ -227,7 +227,7 @@ class DeepInversion(Method):
         return x.detach()
 
     def on_epoch_start(self, epoch: int) -> None:
-        gen = torch.Generator().manual_seed(1_000_003 * self.task_index + epoch)
+        gen = torch.Generator().manual_seed(1_000_003 * (1_009 * self.setup.seed + self.task_index) + epoch)
         n, pad = len(self.pool), self.setup.data.crop_padding
         self.order = torch.randperm(n, generator=gen).to(self.pool.device)
         # the same crop-and-flip augmentation the real images get, drawn per epoch
