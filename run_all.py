@@ -32,10 +32,16 @@ from tqdm.auto import tqdm
 from traitlets.config import Config
 
 from kdbench import env, grid, runner, tables
-from kdbench.cli import INTERRUPTED, add_data_root, grid_outcome, one_line_warnings, use_data_root
+from kdbench.cli import (
+    INTERRUPTED,
+    add_data_root,
+    add_memory_format,
+    grid_outcome,
+    one_line_warnings,
+    use_data_root,
+)
 from kdbench.errors import KdbenchError
 from kdbench.executor import EXECUTORS, resolve_executor
-from kdbench.fastpaths import MEMORY_FORMATS
 from kdbench.results import atomic_write_text
 
 HERE = Path(__file__).resolve().parent
@@ -138,9 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--results-dir", help="default: results/<profile name>")
     parser.add_argument("--retry-failed", action="store_true", help="run the cells whose record says they failed "
                         "again (by default a finished cell, failed or not, is skipped)")
-    parser.add_argument("--memory-format", default="auto", choices=MEMORY_FORMATS,
-                        help="auto (the faster one, measured once per machine and cached), channels_last or "
-                        "contiguous; recorded in each record, not part of the cell id (default: %(default)s)")
+    add_memory_format(parser)
     add_data_root(parser)
     return parser
 

@@ -202,8 +202,14 @@ def _add_fast_paths(p: argparse.ArgumentParser) -> None:
     """--precision and --memory-format of a run (kdbench.fastpaths)."""
     p.add_argument("--precision", default="fp32", help="fp32, or bf16: loss terms under bf16 autocast (part of "
                    "the cell id) (default: %(default)s)")
-    p.add_argument("--memory-format", default="auto", help="auto (the faster one, measured once per machine), "
-                   "channels_last or contiguous; not part of the cell id (default: %(default)s)")
+    add_memory_format(p)
+
+
+def add_memory_format(p: argparse.ArgumentParser) -> None:
+    """--memory-format of a run or grid (kdbench.fastpaths); run_all.py shares it."""
+    p.add_argument("--memory-format", default="auto", help="auto (the faster one, measured once per machine and "
+                   "cached), channels_last or contiguous; recorded in each record, not part of the cell id "
+                   "(default: %(default)s)")
 
 
 def build_parser() -> argparse.ArgumentParser:

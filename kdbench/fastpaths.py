@@ -38,6 +38,7 @@ from kdbench import env
 from kdbench.data.catalog import DatasetInfo
 from kdbench.errors import KdbenchError, check_choice
 from kdbench.locks import Claim
+from kdbench.metrics import _sync
 from kdbench.models import create_model
 from kdbench.results import atomic_write_text
 
@@ -168,12 +169,10 @@ def probe_memory_format(key: ProbeKey, device: torch.device, warmup: int = 2, re
 
 
 def _timed(step: Callable[[], None], device: torch.device) -> float:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    _sync(device)
     start = time.perf_counter()
     step()
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
+    _sync(device)
     return time.perf_counter() - start
 
 

@@ -24,6 +24,7 @@ import yaml
 from kdbench.env import resolve_device
 from kdbench.errors import KdbenchError, KdbenchWarning, unknown
 from kdbench.executor import executor_session, run_jobs
+from kdbench.fastpaths import check_memory_format
 from kdbench.locks import Claim
 from kdbench.methods import METHODS, get_method
 from kdbench.record import Record, is_stale
@@ -453,6 +454,7 @@ def run_grid(
     results_dir = str(results_dir_for(profile.name, results_dir).resolve())
     cache_dir = str(Path(cache_dir or default_cache_dir()).resolve())
     check_folders(results_dir, cache_dir)
+    check_memory_format(memory_format)  # before any teacher is trained, not at the first cell
     cells = all_cells(profile) if cells is None else cells
     finished = [is_finished(c, results_dir, retry_failed) for c in cells]
     stale = [done and is_stale_cell(c, results_dir) for c, done in zip(cells, finished, strict=True)]
