@@ -7,7 +7,7 @@ t-interval over independent replicates: seeds for training runs, timing rounds f
 
 The `claims` profile (kdbench.grid.EXPERIMENTS) fixes the data budget: the cpu profile's (fashion-mnist, recipe
 cpu, 3000 training images, 4 student epochs, 12 teacher epochs, teacher_seed 0, the full test set, seeds 0-2), so
-every teacher whose key matches the cpu profile's (resnet20, vgg8, wrn_16_2, the noisy-label resnet20s) comes from
+every teacher whose key matches the cpu profile's (resnet20, mobilenetv2, wrn_16_2, the noisy-label resnet20s) comes from
 the same teacher cache. The student is resnet8 throughout. Cells shared by claims (baseline, kd on resnet20→resnet8)
 run once. Cells run without shared teacher outputs (`share_outputs=False`), so every cell's training time is its
 own method's cost; a record whose teacher outputs came from the cache has its time ignored by the cost claims.
@@ -20,9 +20,9 @@ sizes x 5 rounds. Seeds 0, 1, 2 everywhere.
 
 | # | claim | new cells | estimate |
 |---|---|---|---|
-| - | teachers: resnet20 (clean, 20 %, 40 % noise), vgg8, wrn_16_2 (all in the cpu profile's cache), resnet14, resnet32, resnet56, resnet14 and resnet20 of seeds 200 / 300 (ensemble members 3, 4) | 10 | ~19 min cold, ~10 min with the cpu cache |
+| - | teachers: resnet20 (clean, 20 %, 40 % noise), mobilenetv2, wrn_16_2 (all in the cpu profile's cache), resnet14, resnet32, resnet56, resnet14 and resnet20 of seeds 200 / 300 (ensemble members 3, 4) | 10 | ~19 min cold, ~10 min with the cpu cache |
 | 1 | capacity gap: baseline, kd x 4 teachers, takd x 3 teachers | 24 | ~10 min |
-| 2 | feature alignment: fitnet, at, sp x 2 pairs, kd on vgg8 | 21 | ~9 min |
+| 2 | feature alignment: fitnet, at, sp x 2 pairs, kd on mobilenetv2 | 21 | ~9 min |
 | 3 | relation cost: step time, 5 methods x 4 batch sizes x 5 rounds | 0 (100 timings) | ~4 min |
 | 4 | online cost: dml with 2, 3, 4 peers | 9 | ~4 min |
 | 5 | self-distillation under noise: pskd, byot, kd, baseline x 3 noise rates | 30 | ~6 min |
@@ -902,7 +902,7 @@ CLAIMS: tuple[Claim, ...] = (
           "kd top-1 with the smallest teacher minus with the largest (pts): a larger teacher teaches worse",
           capacity_analysis, capacity_figure, capacity_design),
     Claim(2, "feature_alignment", ("Feature-Based KD",),
-          "fitnet, at and sp on a same-family (resnet20→resnet8) and a different-family (vgg8→resnet8) pair; kd on "
+          "fitnet, at and sp on a same-family (resnet20→resnet8) and a different-family (mobilenetv2→resnet8) pair; kd on "
           "both as the control for the teachers' different accuracy",
           "feature methods' same- minus different-family top-1, minus kd's (pts): alignment costs across families",
           feature_analysis, feature_figure, feature_design),
