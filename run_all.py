@@ -2,7 +2,7 @@
 
     python run_all.py --profile cpu            # the default main job (every technique, 5 seeds, 2 CPU cores)
     python run_all.py --profile smoke          # a 3-minute plumbing check
-    python run_all.py --profile claims         # the survey's trade-off claims tested (about 2 hours)
+    python run_all.py --profile claims         # the survey's trade-off claims tested
     python run_all.py --profile cpu --executor ray   # grid cells as Ray tasks ($RAY_ADDRESS's cluster)
     python run_all.py --profile my_grid.yaml   # a grid of your own, into results/<its name>/
 
@@ -31,14 +31,16 @@ import papermill
 from tqdm.auto import tqdm
 from traitlets.config import Config
 
-from kdbench import env, grid, runner, tables
+from kdbench import env, grid, profiles, runner, tables
 from kdbench.cli import (
     INTERRUPTED,
     add_data_root,
     add_memory_format,
+    add_retrain_teachers,
     grid_outcome,
     one_line_warnings,
     use_data_root,
+    use_retrain_teachers,
 )
 from kdbench.errors import KdbenchError
 from kdbench.executor import EXECUTORS, resolve_executor
@@ -48,7 +50,7 @@ HERE = Path(__file__).resolve().parent
 GRID_NOTEBOOK = "01_run_grid"
 NOTEBOOKS = [GRID_NOTEBOOK, "02_catalogue", "03_table4", "04_beyond_compression", "05_figures"]
 CLAIMS_NOTEBOOK = "06_claims"
-# experiments (grid.EXPERIMENTS) with a notebook of their own instead of the grid's, by their cells' source
+# experiments (profiles.EXPERIMENTS) with a notebook of their own instead of the grid's, by their cells' source
 EXPERIMENT_NOTEBOOKS = {"kdbench.claims:all_cells": [CLAIMS_NOTEBOOK]}
 JOB_NOTEBOOKS = {GRID_NOTEBOOK, CLAIMS_NOTEBOOK}  # the notebooks that run jobs, so take an executor
 # the kernels' settings while run_all executes notebooks: no progress bars in the saved outputs (the terminal
@@ -59,7 +61,7 @@ KERNEL_CONFIG = Config({"KernelManager": {"transport": "ipc"}})
 
 def notebooks_for(profile: str) -> list[str]:
     """The grid's notebooks, or an experiment's own (found by its cell source, so a YAML copy gets them too)."""
-    return EXPERIMENT_NOTEBOOKS.get(grid.get_profile(profile).cells_from, NOTEBOOKS)
+    return EXPERIMENT_NOTEBOOKS.get(profiles.get_profile(profile).cells_from, NOTEBOOKS)
 
 
 def portable(path: str | Path) -> str:
@@ -120,7 +122,7 @@ def run_notebooks(profile: str, device: str, results_dir: Path, workers: int | N
         execute(name, out_dir, params)
 
 
-def run_job(spec: grid.Profile, results_dir: Path, device: str, workers: int | None, executor: str,
+def run_job(spec: profiles.Profile, results_dir: Path, device: str, workers: int | None, executor: str,
             retry_failed: bool, memory_format: str = "auto") -> dict[str, Any] | None:
     """Run the profile's grid here, so its progress bar is in the terminal; None for an experiment whose own
     notebook runs its cells."""
@@ -135,8 +137,8 @@ def run_job(spec: grid.Profile, results_dir: Path, device: str, workers: int | N
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--profile", default="cpu", metavar="NAME|FILE.yaml",
-                        help=f"a profile ({', '.join([*grid.PROFILES, *grid.EXPERIMENTS])}) or a grid YAML file "
-                        "(default: %(default)s)")
+                        help=f"a profile ({', '.join([*profiles.PROFILES, *profiles.EXPERIMENTS])}) or a grid YAML "
+                        "file (default: %(default)s)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
     parser.add_argument("--executor", help=f"how grid cells run: {', '.join(EXECUTORS)} (default: local)")
     parser.add_argument("--workers", type=int, help="jobs at once for processes or ray (see kdbench grid --help); "
@@ -146,6 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
                         "again (by default a finished cell, failed or not, is skipped)")
     add_memory_format(parser)
     add_data_root(parser)
+    add_retrain_teachers(parser)
     return parser
 
 
@@ -163,11 +166,12 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
-    spec = grid.get_profile(args.profile)
-    grid.validate(spec)
+    spec = profiles.get_profile(args.profile)
+    profiles.validate(spec)
     env.resolve_device(args.device)
     executor = resolve_executor(args.executor, args.workers)
     use_data_root(args.data_root)
+    use_retrain_teachers(args.retrain_teachers)
     results_dir = grid.results_dir_for(spec.name, args.results_dir).resolve()
     runner.check_folders(results_dir, runner.default_cache_dir())
     started, start = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter()
@@ -179,7 +183,7 @@ def run(args: argparse.Namespace) -> int:
             "machine": f"{env.cpu_model()}, {os.cpu_count()} cores, {platform.system()}"}
     atomic_write_text(results_dir / "run.json", json.dumps(info, indent=1))
     tables.write_index(results_dir)
-    committed = [name for name, p in {**grid.PROFILES, **grid.EXPERIMENTS}.items() if p.meaningful]
+    committed = [name for name, p in {**profiles.PROFILES, **profiles.EXPERIMENTS}.items() if p.meaningful]
     if results_dir.parent == grid.results_root().resolve() and spec.name in committed:
         tables.write_results_index(results_dir.parent, committed)  # never for a plumbing check or a user's grid
     print(f"done in {info['wall_time_s'] / 60:.1f} min; see {portable(results_dir / 'README.md')}")

@@ -14,7 +14,7 @@ batches, and their sum is the method's ideal step:
 
 `vs_ideal` is what the implementation adds on top of that (glue, repeated teacher calls, extra passes);
 `vs_baseline` is what the method costs over training the profile's student alone. A method's components are
-timed interleaved, repeat by repeat, so a drift in background load hits them alike.
+timed interleaved, repeat by repeat, so a drift in background load hits them alike (`kdbench.timing`).
 
 Each method can be timed in several configurations, a precision and a memory format (`CONFIGS`,
 `kdbench.fastpaths`): its step, its ideal step's components and its baseline all run in the row's configuration,
@@ -27,7 +27,6 @@ import copy
 import dataclasses
 import inspect
 import itertools
-import statistics
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -42,19 +41,20 @@ from torch.utils._pytree import tree_leaves, tree_map
 from tqdm.auto import tqdm
 
 from kdbench import env
-from kdbench.data.loader import Batch, BatchStream
-from kdbench.engine import begin_training, get_recipe, optimizers, place, start_task, train_step
+from kdbench.data.loader import Batch
+from kdbench.engine import get_recipe
 from kdbench.errors import KdbenchError, check_choice, unknown
 from kdbench.fastpaths import LAYOUTS, autocast, check_precision
-from kdbench.grid import Profile, get_profile, main_cells
 from kdbench.methods import Method, get_method
 from kdbench.methods.base import REFERENCE_ROWS
-from kdbench.metrics import PeakMemory, _sync, release_memory
+from kdbench.metrics import PeakMemory, release_memory
 from kdbench.models.features import forward_with_features
+from kdbench.profiles import Profile, get_profile, main_cells
 from kdbench.results import atomic_write_text
 from kdbench.runner import RunConfig, build_method, default_cache_dir
 from kdbench.teacher_outputs import DEFAULT_FEATURE_BUDGET_BYTES
 from kdbench.teachers import TeacherCache
+from kdbench.timing import Settings, Step, fixed_batches, interleaved_medians, ready, training_step
 
 IDEAL_TARGET = 1.10  # every offline method's step within 1.10x of its ideal step
 CACHED_TARGET = 1.05  # kd with cached teacher outputs within 1.05x of baseline's step
@@ -64,60 +64,11 @@ CACHED_SUFFIX = " (cached teacher outputs)"  # the row of a method whose teacher
 HELD_SUFFIX = " (teacher outputs held in memory)"
 UNLIMITED_BUDGET = 2**62
 
-Step = Callable[[int], object]  # one call on the i-th fixed batch
-
 # (precision, memory format) a step is timed in (kdbench.fastpaths); the first is the default path and the reference
 CONFIGS: tuple[tuple[str, str], ...] = (("fp32", "contiguous"), ("fp32", "channels_last"), ("bf16", "channels_last"))
 
 
-@dataclass(frozen=True)
-class Settings:
-    """How long to measure: `warmup` untimed calls, then `repeats` timed passes over `steps` fixed batches."""
-
-    warmup: int = 3
-    repeats: int = 5
-    steps: int = 5
-
-    def check(self) -> None:
-        if self.warmup < 0 or self.repeats < 1 or self.steps < 1:
-            raise KdbenchError(f"bench needs warmup >= 0, repeats >= 1 and steps >= 1; got warmup={self.warmup}, "
-                               f"repeats={self.repeats}, steps={self.steps}")
-
-
 # ---- timing ------------------------------------------------------------------------------------------------------
-def interleaved_medians(steps: dict[str, Step], settings: Settings, device: torch.device) -> dict[str, float]:
-    """Median seconds per call of each step: `warmup` untimed calls each, then `repeats` rounds in each of which
-    every step makes one timed pass over the fixed batches."""
-    for step in steps.values():
-        for i in range(settings.warmup):
-            step(i % settings.steps)
-    times: dict[str, list[float]] = {name: [] for name in steps}
-    for _ in range(settings.repeats):
-        for name, step in steps.items():
-            _sync(device)
-            start = time.perf_counter()
-            for i in range(settings.steps):
-                step(i)
-            _sync(device)
-            times[name].append((time.perf_counter() - start) / settings.steps)
-    return {name: statistics.median(t) for name, t in times.items()}
-
-
-def fixed_batches(stream: BatchStream, count: int) -> list[Batch]:
-    """The first `count` training batches of epochs 0, 1, ... (a short task has fewer in one epoch), made once
-    so that making them is never timed."""
-    if len(stream) == 0:
-        raise KdbenchError("the training stream has no batches to time")
-    batches = itertools.chain.from_iterable(stream.epoch(e) for e in itertools.count())
-    return list(itertools.islice(batches, count))
-
-
-def training_step(method: Method, batches: list[Batch], recipe_name: str) -> Step:
-    """The engine's training step on the i-th batch, with the optimisers the engine would build."""
-    opt, aux_opt = optimizers(method, get_recipe(recipe_name))
-    return lambda i: train_step(method, batches[i], opt, aux_opt)
-
-
 def teacher_step(teacher: nn.Module, batches: list[Batch], features: bool, precision: str = "fp32") -> Step:
     """A frozen teacher's inference forward on the i-th batch, features tapped as a method asking for them gets,
     in the run's precision."""
@@ -246,18 +197,6 @@ class Probe:
 
 
 # ---- one method ----------------------------------------------------------------------------------------------------
-def ready(method: Method, stream: BatchStream) -> tuple[BatchStream, str]:
-    """What training does before the first step (untimed here): placement, the method's setup work, the first
-    task of a sequence, the first epoch's start. Returns the stream the steps draw from and a note."""
-    place(method, stream.device)
-    tasks = begin_training(method, stream)
-    if tasks:
-        stream = start_task(method, stream, tasks, 0)
-    method.epoch = 0
-    method.on_epoch_start(0)
-    return stream, f"first of {len(tasks)} tasks timed" if tasks else ""
-
-
 def student_reference(method: Method, student_arch: str) -> Method | None:
     """The method that trains the same student alone: None for a reference row (its own step is that); the
     method's teacher-free control where it has one; else `baseline` on a copy of the method's student (a NAS
@@ -489,7 +428,7 @@ def _ideal_target_line(rows: pd.DataFrame, what: str) -> str:
 
 
 def target_lines(frame: pd.DataFrame) -> list[str]:
-    """The issue's targets, each as met / not met from the rows, for each configuration timed."""
+    """The targets, each as met / not met from the rows, for each configuration timed."""
     return [f"- [{config}] {line[2:]}" for config, rows in frame.groupby("config", sort=False)
             for line in _config_target_lines(rows)]
 

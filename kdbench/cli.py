@@ -1,5 +1,5 @@
-"""`kdbench ...`: list methods, run one cell, a grid, the bench. Exit status: 0; 1 when grid cells failed;
-2 for bad input, printed on one line; 130 when interrupted."""
+"""`kdbench ...`: list methods, run one cell, a grid, the bench; import released teachers. Exit status: 0; 1 when
+grid cells failed; 2 for bad input, printed on one line; 130 when interrupted."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from kdbench import __version__
 from kdbench.errors import KdbenchError, KdbenchWarning
 
 if TYPE_CHECKING:  # hints only: the commands import these torch-heavy modules when they run
-    from kdbench.grid import Profile
+    from kdbench.profiles import Profile
     from kdbench.runner import RunConfig
 
 WIDTH = 100  # `kdbench methods` fits a terminal this wide
@@ -75,6 +75,7 @@ def _run(args: argparse.Namespace) -> int:
     cfg.resolve()
     _check_dataset(args.dataset)
     check_pairs([(t, args.student) for t in teachers], args.dataset)
+    use_retrain_teachers(args.retrain_teachers)
     record = run(cfg, device=args.device, results_dir=args.results_dir, cache_dir=args.cache_dir,
                  data_root=args.data_root, progress=not args.quiet, share_outputs=args.share_outputs,
                  memory_format=args.memory_format)
@@ -94,7 +95,8 @@ def _check_dataset(name: str) -> None:
 
 
 def _grid(args: argparse.Namespace) -> int:
-    from kdbench.grid import all_cells, get_profile, results_dir_for, run_grid, validate
+    from kdbench.grid import results_dir_for, run_grid
+    from kdbench.profiles import all_cells, get_profile, validate
 
     profile = get_profile(args.grid or args.profile)
     validate(profile)
@@ -104,6 +106,7 @@ def _grid(args: argparse.Namespace) -> int:
             print(cfg.cell_id(), cfg.method, "/".join(cfg.teachers), cfg.student, f"seed={cfg.seed}")
         return 0
     use_data_root(args.data_root)
+    use_retrain_teachers(args.retrain_teachers)
     results_dir = results_dir_for(profile.name, args.results_dir)
     counts = run_grid(profile, results_dir, args.device, args.cache_dir, args.workers, not args.quiet,
                       executor=args.executor, threads=args.threads, share_outputs=args.share_outputs,
@@ -117,7 +120,7 @@ def grid_outcome(profile: Profile, results_dir: str | Path, prog: str, cells: li
                  ) -> int:
     """After a grid: warn about teachers at chance (in a meaningful profile), and return 1, after one line saying
     so, when any of its cells (default: the profile's) failed (in this run or an earlier one), else 0."""
-    from kdbench.grid import all_cells
+    from kdbench.profiles import all_cells
     from kdbench.results import read_record, record_path
     from kdbench.sanity import check_teachers
 
@@ -137,9 +140,11 @@ def grid_outcome(profile: Profile, results_dir: str | Path, prog: str, cells: li
 
 
 def _bench(args: argparse.Namespace) -> int:
-    from kdbench.bench import Settings, bench, runnable_configs, write_perf
+    from kdbench.bench import bench, runnable_configs, write_perf
     from kdbench.env import resolve_device
-    from kdbench.grid import get_profile, results_dir_for
+    from kdbench.grid import results_dir_for
+    from kdbench.profiles import get_profile
+    from kdbench.timing import Settings
 
     profile = get_profile(args.grid or args.profile)
     methods = [m for arg in args.methods for m in arg.split(",") if m]
@@ -150,6 +155,31 @@ def _bench(args: argparse.Namespace) -> int:
     path = write_perf(results_dir_for(profile.name, args.results_dir), frame)
     print(path.read_text())
     print(f"written to {path}")
+    return 0
+
+
+def _teachers_import(args: argparse.Namespace) -> int:
+    from kdbench.teacher_import import PROFILE, import_teacher
+
+    result = import_teacher(args.source, args.path, args.arch, args.cache_dir, args.data_root, args.device,
+                            args.force)
+    source = result.meta["imported_from"]
+    print(json.dumps({"arch": args.arch, "from": args.source, "sha256": source["sha256"],
+                      "top1": result.meta["top1"], "reported_top1": source["reported_top1"],
+                      "test_images": len(result.meta["test_logits"]), "key": result.key.digest()}))
+    print(f"teacher stored at {result.path}; {PROFILE} runs load it instead of training it")
+    for key in result.other_keys:
+        print(f"note: {PROFILE} cells that use {args.arch} as a further teacher (seed {key.seed}) still train their own")
+    return 0
+
+
+def _teachers_ship(args: argparse.Namespace) -> int:
+    from kdbench.profiles import get_profile
+    from kdbench.teacher_ship import ship_profile
+
+    written = ship_profile(get_profile(args.profile), args.cache_dir, args.dest)
+    for path in written:
+        print(f"shipped {path}")
     return 0
 
 
@@ -174,6 +204,19 @@ def use_data_root(path: str | None) -> None:
         os.environ["KDBENCH_DATA"] = str(Path(path).expanduser().resolve())
 
 
+def add_retrain_teachers(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--retrain-teachers", action="store_true", help="train the teachers that ship inside the "
+                        "package instead of loading them (to reproduce them; the result is cached)")
+
+
+def use_retrain_teachers(flag: bool) -> None:
+    """Pass --retrain-teachers to everything this command starts, as use_data_root does the dataset folder."""
+    from kdbench.teachers import RETRAIN_ENV
+
+    if flag:
+        os.environ[RETRAIN_ENV] = "1"
+
+
 def _add_common(p: argparse.ArgumentParser, results_default: str) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N "
                    "(default: %(default)s)")
@@ -181,11 +224,12 @@ def _add_common(p: argparse.ArgumentParser, results_default: str) -> None:
     p.add_argument("--cache-dir", metavar="DIR", help="teacher cache (default: $KDBENCH_CACHE, else "
                    "~/.cache/kdbench)")
     add_data_root(p)
+    add_retrain_teachers(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
 
 
 def _add_profile(p: argparse.ArgumentParser, what: str) -> None:
-    from kdbench.grid import EXPERIMENTS, PROFILES
+    from kdbench.profiles import EXPERIMENTS, PROFILES
 
     p.add_argument("--profile", default="cpu", help=f"{', '.join([*PROFILES, *EXPERIMENTS])}: {what} "
                    "(default: %(default)s)")
@@ -286,10 +330,52 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p, "results/<profile name>; perf.md and perf.csv")
     p.set_defaults(func=_bench)
 
+    p = sub.add_parser("teachers", help="put teachers released by others into the teacher cache, or ship cached "
+                       "ones inside the package")
+    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION", help="import: a CIFAR-100 teacher "
+                               "checkpoint of RepDistiller or mdistiller, for the paper profile; ship: a profile's "
+                               "cached teachers into kdbench/shipped_teachers")
+    _add_teachers_import(actions)
+    _add_teachers_ship(actions)
+
     p = sub.add_parser("readme", help="regenerate README.md's method, profile and Table 4 sections")
     p.add_argument("--root", default=".", help="the checkout holding README.md and results/ (default: %(default)s)")
     p.set_defaults(func=_readme)
     return parser
+
+
+def _add_teachers_import(actions: argparse._SubParsersAction) -> None:
+    from kdbench.teacher_import import PROFILE, SOURCES, supported_archs
+
+    p = actions.add_parser("import", help=f"map a released CIFAR-100 teacher onto a kdbench architecture, measure "
+                           f"it on the test set and cache it under the key the {PROFILE} profile gives it, so its "
+                           "runs skip training that teacher")
+    p.add_argument("path", metavar="PATH", help="the checkpoint, e.g. RepDistiller's "
+                   "save/models/resnet56_vanilla/ckpt_epoch_240.pth (a dict with 'model', or a state dict)")
+    p.add_argument("--from", dest="source", required=True, metavar="PROJECT",
+                   help=f"the project that released it: {', '.join(SOURCES)}")
+    p.add_argument("--arch", required=True, help=f"the kdbench architecture it is: {', '.join(supported_archs())}")
+    p.add_argument("--force", action="store_true", help="replace a teacher the cache already holds under that key")
+    p.add_argument("--device", default="auto", help="where to compute its test logits: auto (CUDA when present), "
+                   "cpu, cuda or cuda:N (default: %(default)s)")
+    p.add_argument("--cache-dir", metavar="DIR", help="teacher cache (default: $KDBENCH_CACHE, else "
+                   "~/.cache/kdbench)")
+    add_data_root(p)
+    p.set_defaults(func=_teachers_import)
+
+
+def _add_teachers_ship(actions: argparse._SubParsersAction) -> None:
+    from kdbench.teachers import SHIPPED_DIR
+
+    p = actions.add_parser("ship", help="export every teacher a profile needs from the teacher cache as safetensors "
+                           "with a checksummed JSON sidecar (key, meta, the command, code and machine that trained "
+                           "it), so the profile's cold start loads them instead of training them")
+    p.add_argument("--profile", default="cpu", help="the profile whose teachers to ship (default: %(default)s)")
+    p.add_argument("--dest", default=str(SHIPPED_DIR), metavar="DIR", help="where (default: the package's "
+                   "shipped_teachers folder)")
+    p.add_argument("--cache-dir", metavar="DIR", help="teacher cache (default: $KDBENCH_CACHE, else "
+                   "~/.cache/kdbench)")
+    p.set_defaults(func=_teachers_ship)
 
 
 def _one_line_warnings(show: Callable[..., None]) -> Callable[..., None]:

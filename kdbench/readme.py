@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from kdbench import grid, tables
+from kdbench import profiles, tables
 from kdbench.methods import catalogue
 from kdbench.results import atomic_write_text
 
@@ -21,13 +21,13 @@ def methods_section() -> str:
 
 def profiles_section() -> str:
     rows = []
-    for p in grid.PROFILES.values():
+    for p in profiles.PROFILES.values():
         rows.append({
             "profile": f"`{p.name}`", "dataset": p.dataset,
             "pairs (teacher→student)": "; ".join(f"{x.teacher}→{x.student}" for x in p.pairs),
             "seeds": len(p.seeds), "student epochs": p.epochs, "teacher epochs": p.teacher_epochs,
             "train images": p.train_subset or "all", "test images": p.test_subset or "all",
-            "cells": len(grid.all_cells(p)), "what for": p.description,
+            "cells": len(profiles.all_cells(p)), "what for": p.description,
         })
     return tables.to_markdown(pd.DataFrame(rows))
 

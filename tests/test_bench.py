@@ -8,11 +8,12 @@ import pandas as pd
 import pytest
 
 from kdbench import results
-from kdbench.bench import Settings, bench, features_fit_output_cache, write_perf
+from kdbench.bench import bench, features_fit_output_cache, write_perf
 from kdbench.cli import main
 from kdbench.engine import RECIPES, Recipe
-from kdbench.grid import Pair, Profile
 from kdbench.models import create_model
+from kdbench.profiles import Pair, Profile
+from kdbench.timing import Settings
 
 COLUMNS = {"method", "step_ms", "samples_per_s", "vs_baseline", "student_ms", "teachers_ms", "modules_ms",
            "ideal_ms", "vs_ideal", "ideal_target", "setup_s", "peak_memory_mb", "student_step", "teachers_timed",

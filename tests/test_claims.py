@@ -15,7 +15,8 @@ import pandas as pd
 import pytest
 
 import run_all
-from kdbench import claims, grid, results
+from kdbench import claims, profiles, results
+from kdbench.claims.relation_cost import RELATION_METHODS
 from kdbench.runner import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -26,15 +27,15 @@ BY_KEY = {c.key: c for c in claims.CLAIMS}
 
 
 def test_claims_profile_is_registered_on_the_cpu_budget():
-    profile = grid.get_profile("claims")
-    cpu = grid.get_profile("cpu")
+    profile = profiles.get_profile("claims")
+    cpu = profiles.get_profile("cpu")
     for name in ("dataset", "recipe", "epochs", "teacher_epochs", "train_subset", "teacher_train_subset",
                  "test_subset", "teacher_seed"):
         assert getattr(profile, name) == getattr(cpu, name), name
     assert set(profile.seeds) <= set(cpu.seeds)  # fewer seeds: a claim adds its own where its effect needs them
-    ids = [c.cell_id() for c in grid.all_cells(profile)]
+    ids = [c.cell_id() for c in profiles.all_cells(profile)]
     assert len(ids) == len(set(ids)) and len(ids) == len(claims.all_cells(profile))
-    assert grid.profile_summary(profile)["cells"] == len(ids)
+    assert profiles.profile_summary(profile)["cells"] == len(ids)
 
 
 def test_run_all_runs_the_claims_notebook():
@@ -154,7 +155,7 @@ def test_cached_teacher_outputs_void_a_cost():
 def test_relation_cost_superlinear_growth_is_supported():
     def metric(labels, cfg):  # kd linear in the batch; the relation terms add a quadratic part
         b = labels["batch_size"]
-        quadratic = 1e-6 * b * b if labels["method"] in claims.RELATION_METHODS else 0.0
+        quadratic = 1e-6 * b * b if labels["method"] in RELATION_METHODS else 0.0
         return {"step_s": 0.002 + 1e-4 * b + quadratic}
 
     claim = BY_KEY["relation_cost"]

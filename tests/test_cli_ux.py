@@ -19,7 +19,7 @@ import nbformat
 import pytest
 import torch
 
-from kdbench import cli, grid, sanity
+from kdbench import cli, grid, profiles, sanity
 from kdbench.data import DATASETS, catalog
 from kdbench.engine import RECIPES
 from kdbench.errors import KdbenchError, KdbenchWarning
@@ -92,7 +92,7 @@ def test_every_option_has_help_with_its_choices():
     for option, choices in [("--dataset", DATASETS), ("--recipe", RECIPES), ("--method", METHODS)]:
         assert all(name in helps["run", option] for name in choices), option
     assert all(name in helps["grid", "--executor"] for name in EXECUTORS)
-    assert all(name in helps["grid", "--profile"] for name in [*grid.PROFILES, *grid.EXPERIMENTS])
+    assert all(name in helps["grid", "--profile"] for name in [*profiles.PROFILES, *profiles.EXPERIMENTS])
     for command in ("run", "grid", "bench"):
         assert (command, "--data-root") in helps
 
@@ -225,7 +225,7 @@ def test_yaml_grid_has_one_results_folder_from_every_entry_point(tmp_path, resul
 def test_results_index_lists_committed_profiles_only(results, monkeypatch, run_all):
     monkeypatch.setattr(run_all, "run_job", lambda *a, **kw: {"ok": 0, "failed": 0, "busy": 0, "skipped": 0})
     monkeypatch.setattr(run_all, "run_notebooks", lambda *a, **kw: None)
-    monkeypatch.setattr(grid, "validate", lambda spec: None)
+    monkeypatch.setattr(profiles, "validate", lambda spec: None)
     monkeypatch.setattr(run_all.tables, "write_index", lambda *a, **kw: None)  # no records to index
     assert run_all.main(["--profile", "smoke"]) == 0
     assert (results / "smoke" / "run.json").exists() and not (results / "README.md").exists()
@@ -267,7 +267,7 @@ def test_failed_cells_exit_1_and_retry_failed_runs_them_again(tmp_path, results,
     assert calls == ["baseline"]
     assert cli.main(["grid", "--grid", str(path), "--quiet", "--retry-failed"]) == 1
     assert calls == ["baseline", "baseline"]
-    cfg = grid.all_cells(grid.get_profile(str(path)))[0]
+    cfg = profiles.all_cells(profiles.get_profile(str(path)))[0]
     assert read_record(record_path(results / "tiny", cfg.cell_id()))["status"] == "failed"
 
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from kdbench import grid, results, tables
+from kdbench import grid, profiles, results, tables
 from kdbench.locks import Claim
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -177,7 +177,7 @@ def test_failing_cells_are_recorded_and_shown_while_the_grid_goes_on(tmp_path, m
 
     monkeypatch.setattr(KD, "loss_terms", diverging)
     monkeypatch.setattr("kdbench.methods.feature.FitNet.loss_terms", lambda self, batch: 1 / 0)
-    profile = grid.load_profile(_grid_file(tmp_path))
+    profile = profiles.load_profile(_grid_file(tmp_path))
     counts = grid.run_grid(profile, tmp_path / "out", device="cpu", cache_dir=tmp_path / "cache", progress=False)
     assert counts["failed"] == 4 and counts["ok"] == 2  # both kd and both fitnet cells failed; baseline ran
     df = tables.load_frame(tmp_path / "out")

@@ -11,7 +11,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from kdbench import grid
+from kdbench import grid, profiles
 from kdbench.errors import KdbenchError
 from kdbench.executor import _task_resources, resolve_executor, run_jobs
 
@@ -97,9 +97,9 @@ def test_missing_ray_is_one_clear_error(monkeypatch):
         run_jobs(_square_and_threads, [], executor="ray")  # at the call, with nothing to run
 
 
-TINY = grid.Profile(
+TINY = profiles.Profile(
     name="executors", description="two cheap methods, one pair, one seed", dataset="fashion-mnist",
-    pairs=(grid.Pair("cifar_resnet8", "cifar_resnet8"),), seeds=(0,), epochs=1, teacher_epochs=1,
+    pairs=(profiles.Pair("cifar_resnet8", "cifar_resnet8"),), seeds=(0,), epochs=1, teacher_epochs=1,
     train_subset=128, test_subset=200, methods=("kd",),  # kd and its reference, baseline
 )
 

@@ -12,14 +12,15 @@ import torch
 
 import kdbench.bench as bench_module
 from kdbench import env, fastpaths
-from kdbench.bench import CONFIGS, Settings, bench, runnable_configs, target_lines
+from kdbench.bench import CONFIGS, bench, runnable_configs, target_lines
 from kdbench.cli import main
 from kdbench.engine import RECIPES, Recipe, get_recipe, optimizers, train_step
 from kdbench.errors import KdbenchError
-from kdbench.grid import Pair, Profile
 from kdbench.methods import get_method
 from kdbench.models import create_model
+from kdbench.profiles import Pair, Profile
 from kdbench.runner import RunConfig, run
+from kdbench.timing import Settings
 from tests.conftest import make_setup
 
 TINY = dict(student="cifar_resnet8", teachers=("cifar_resnet14",), train_subset=256, epochs=1, test_subset=200)

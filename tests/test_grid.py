@@ -9,27 +9,27 @@ import nbformat
 import pytest
 
 import run_all
-from kdbench import grid, readme, results, tables
+from kdbench import grid, profiles, readme, results, tables
 from kdbench.errors import KdbenchError
 from kdbench.methods import METHODS, TECHNIQUES
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.mark.parametrize("name", sorted(grid.PROFILES))
+@pytest.mark.parametrize("name", sorted(profiles.PROFILES))
 def test_builtin_profiles_resolve(name):
-    profile = grid.PROFILES[name]
-    grid.validate(profile)
+    profile = profiles.PROFILES[name]
+    profiles.validate(profile)
     assert set(profile.methods or METHODS) <= set(profile.method_names()) <= set(METHODS)
 
 
 def test_every_method_runs_in_the_plumbing_check_and_the_zoo():
     for name in ("smoke", "zoo"):
-        assert set(grid.PROFILES[name].method_names()) == set(METHODS), name
+        assert set(profiles.PROFILES[name].method_names()) == set(METHODS), name
 
 
 def test_cpu_profile_meets_its_brief():
-    cpu = grid.PROFILES["cpu"]
+    cpu = profiles.PROFILES["cpu"]
     assert len(cpu.seeds) >= 3 and len(cpu.pairs) >= 2 and cpu.test_subset is None
     assert {p.kind for p in cpu.pairs} == {"same-family", "different-family"}
     covered = {t for m in cpu.method_names() for t in METHODS[m].info.techniques}
@@ -37,7 +37,7 @@ def test_cpu_profile_meets_its_brief():
 
 
 def test_cells_are_distinct_and_include_references():
-    cells = grid.all_cells(grid.PROFILES["cpu"])
+    cells = profiles.all_cells(profiles.PROFILES["cpu"])
     ids = [c.cell_id() for c in cells]
     assert len(ids) == len(set(ids))
     assert any(c.label_noise == 0.4 for c in cells) and any(c.imbalance_ratio == 100 for c in cells)
@@ -60,8 +60,20 @@ methods: [kd]
 
 
 def test_user_grid_yaml(tmp_path):
-    profile = grid.load_profile(_write(tmp_path, GOOD))
+    profile = profiles.load_profile(_write(tmp_path, GOOD))
     assert profile.name == "g" and profile.method_names() == ["kd", "baseline"]
+
+
+def test_a_pair_may_run_fewer_methods(tmp_path):
+    """A pair's own `methods` replace the profile's on that pair; its references still run, once a student."""
+    text = GOOD.replace("methods: [kd]", "methods: [kd, at]").replace(
+        "pairs: [{teacher: cifar_resnet14, student: cifar_resnet8}]",
+        "pairs: [{teacher: cifar_resnet14, student: cifar_resnet8},\n"
+        "        {teacher: cifar_resnet20, student: cifar_resnet8, methods: [at]}]")
+    cells = profiles.all_cells(profiles.load_profile(_write(tmp_path, text)))
+    ran = {(c.method, c.teachers[0] if c.teachers else None) for c in cells}
+    assert ran == {("kd", "cifar_resnet14"), ("at", "cifar_resnet14"), ("at", "cifar_resnet20"), ("baseline", None)}
+    assert len(cells) == len(ran)
 
 
 @pytest.mark.parametrize(
@@ -80,7 +92,7 @@ def test_user_grid_yaml(tmp_path):
 )
 def test_bad_user_grid_is_one_clear_error(tmp_path, text, message):
     with pytest.raises(KdbenchError, match=message):
-        grid.load_profile(_write(tmp_path, text))
+        profiles.load_profile(_write(tmp_path, text))
 
 
 def test_readme_generated_sections_are_current():
@@ -115,4 +127,4 @@ def test_run_all_smoke_end_to_end(tmp_path):
     assert not [p for p in out.rglob("*") if ".partial." in p.name or p.name.endswith(".tmp")]
     # a second run skips every finished cell
     counts = grid.run_grid("smoke", out, device="cpu", progress=False)
-    assert counts["ok"] == 0 and counts["failed"] == 0 and counts["skipped"] == len(grid.all_cells(grid.PROFILES["smoke"]))
+    assert counts["ok"] == 0 and counts["failed"] == 0 and counts["skipped"] == len(profiles.all_cells(profiles.PROFILES["smoke"]))

@@ -9,7 +9,7 @@ import shutil
 
 import pytest
 
-from kdbench import grid, record, results
+from kdbench import grid, profiles, record, results
 from kdbench.cli import main
 from kdbench.errors import KdbenchError, KdbenchWarning
 from kdbench.record import SCHEMA_VERSION, Record, current_code_version, is_stale, method_files
@@ -38,7 +38,7 @@ def finished(tmp_path_factory):
     root = tmp_path_factory.mktemp("records")
     grid_file = root / "tiny.yaml"
     grid_file.write_text(TINY_GRID)
-    counts = grid.run_grid(grid.load_profile(grid_file), root / "out", device="cpu", cache_dir=root / "cache",
+    counts = grid.run_grid(profiles.load_profile(grid_file), root / "out", device="cpu", cache_dir=root / "cache",
                            progress=False)
     assert counts["ok"] == 1 and counts["stale"] == 0
     return root
@@ -52,7 +52,7 @@ def _only_record(out) -> tuple:
 def test_finished_and_failed_cells_write_one_schema(finished):
     _, rec = _only_record(finished / "out")
     assert set(rec) == FIELDS, set(rec) ^ FIELDS
-    cfg = grid.all_cells(grid.load_profile(finished / "tiny.yaml"))[0]
+    cfg = profiles.all_cells(profiles.load_profile(finished / "tiny.yaml"))[0]
     try:
         raise ZeroDivisionError("division by zero")
     except ZeroDivisionError as exc:  # as a method raises it: the record keeps its traceback
@@ -96,7 +96,7 @@ def test_stale_cells_are_marked_kept_and_rerun_on_request(finished, tmp_path, mo
     assert results.load(out)["stale"].all() and results.load(out, current_only=True).empty
 
     with pytest.warns(KdbenchWarning, match="1 finished cells .* --rerun-stale"):
-        counts = grid.run_grid(grid.load_profile(grid_file), out, device="cpu", cache_dir=cache, progress=False)
+        counts = grid.run_grid(profiles.load_profile(grid_file), out, device="cpu", cache_dir=cache, progress=False)
     assert counts["stale"] == 1 and counts["skipped"] == 1 and counts["ok"] == 0
     assert results.read_record(path) == before  # kept as it was
 
