@@ -62,29 +62,63 @@ def _method_details(row: dict[str, Any]) -> str:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from kdbench.methods import parse_hparams
-    from kdbench.runner import RunConfig, run
+    from kdbench.runner import run
     from kdbench.sanity import check_pairs, check_teachers
 
-    teachers = tuple(t for arg in args.teacher for t in arg.split(",") if t)
-    cfg = RunConfig(
-        method=args.method, student=args.student, teachers=teachers, dataset=args.dataset, seed=args.seed,
-        recipe=args.recipe, epochs=args.epochs, teacher_epochs=args.teacher_epochs, train_subset=args.train_subset,
-        val_size=args.val_size, hparams=parse_hparams(args.hp), precision=args.precision,
-    )
-    cfg.resolve()
-    _check_dataset(args.dataset)
-    check_pairs([(t, args.student) for t in teachers], args.dataset)
+    cfg = run_config(args)
+    _check_dataset(cfg.dataset)
+    check_pairs([(t, cfg.student) for t in cfg.teachers], cfg.dataset)
     use_retrain_teachers(args.retrain_teachers)
     record = run(cfg, device=args.device, results_dir=args.results_dir, cache_dir=args.cache_dir,
                  data_root=args.data_root, progress=not args.quiet, share_outputs=args.share_outputs,
                  memory_format=args.memory_format)
     check_teachers([record])
-    summary = {k: record[k] for k in ("method", "student", "teacher", "student_top1", "teacher_top1",
+    summary = {k: record[k] for k in ("cell_id", "method", "student", "teacher", "student_top1", "teacher_top1",
                                       "train_time_s", "train_samples_per_s")}
     print(json.dumps(summary))
     print(f"record written to {record['path']}")
     return 0
+
+
+def run_config(args: argparse.Namespace) -> RunConfig:
+    """The cell `kdbench run` trains: a grid cell by its id (`--cell`), or the one its options describe, with the
+    grid's conventions (one teacher per architecture, seed 0, shared by every student seed), so that the same
+    options give the grid's cell id."""
+    from kdbench.methods import get_method, parse_hparams
+    from kdbench.runner import RunConfig
+
+    if args.cell:
+        if args.method or args.student:
+            raise KdbenchError("--cell names a grid cell: give it without --method and --student")
+        return _grid_cell(args.cell, args.grid or args.profile, args.precision)
+    if not (args.method and args.student):
+        raise KdbenchError("give --method and --student, or --cell ID (see kdbench grid --list)")
+    teachers = tuple(t for arg in args.teacher for t in arg.split(",") if t)
+    needs_teacher = get_method(args.method).info.teachers > 0
+    cfg = RunConfig(
+        method=args.method, student=args.student, teachers=teachers, dataset=args.dataset, seed=args.seed,
+        recipe=args.recipe, epochs=args.epochs, teacher_epochs=args.teacher_epochs, train_subset=args.train_subset,
+        teacher_train_subset=args.teacher_train_subset if needs_teacher else None, val_size=args.val_size,
+        teacher_seed=args.teacher_seed if needs_teacher else None, label_noise=args.label_noise,
+        imbalance_ratio=args.imbalance_ratio, test_subset=args.test_subset, hparams=parse_hparams(args.hp),
+        variant=args.variant, precision=args.precision,
+    )
+    cfg.resolve()
+    return cfg
+
+
+def _grid_cell(cell_id: str, profile_name: str, precision: str) -> RunConfig:
+    """The cell of the profile whose id is `cell_id` (or starts with it, when only one does)."""
+    from kdbench.profiles import all_cells, get_profile
+
+    profile = get_profile(profile_name)
+    cells = [dataclasses.replace(c, precision=precision) for c in all_cells(profile)]
+    found = [c for c in cells if c.cell_id() == cell_id] or [c for c in cells if c.cell_id().startswith(cell_id)]
+    if len(found) != 1:
+        what = "no cell" if not found else f"{len(found)} cells"
+        raise KdbenchError(f"{what} of profile {profile.name!r} has the id {cell_id!r}; list them with "
+                           f"kdbench grid --profile {profile.name} --list")
+    return found[0]
 
 
 def _check_dataset(name: str) -> None:
@@ -275,21 +309,35 @@ def build_parser() -> argparse.ArgumentParser:
                    "hyperparameters")
     p.set_defaults(func=_methods)
 
-    p = sub.add_parser("run", help="train one student with one method and write its record")
-    p.add_argument("--method", required=True, help=f"one of: {', '.join(sorted(METHODS))} (kdbench methods)")
-    p.add_argument("--student", required=True, help=f"student architecture: {models}")
+    p = sub.add_parser("run", help="train one student with one method (or one grid cell) and write its record")
+    p.add_argument("--method", help=f"one of: {', '.join(sorted(METHODS))} (kdbench methods)")
+    p.add_argument("--student", help=f"student architecture: {models}")
+    p.add_argument("--cell", metavar="ID", help="instead of the options below: the grid cell of --profile (or "
+                   "--grid) with this id, or the only one whose id starts so (kdbench grid --list shows them)")
+    _add_profile(p, "the profile whose cell --cell names")
     p.add_argument("--teacher", action="append", default=[], help="teacher architecture (repeat or "
                    "comma-separate for methods with several), as --student")
     p.add_argument("--dataset", default="fashion-mnist", help=f"{', '.join(DATASETS)} (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="the student's seed (default: %(default)s)")
+    p.add_argument("--teacher-seed", type=int, default=0, help="the teachers' seed, shared by every student seed as "
+                   "in the grids (default: %(default)s)")
     p.add_argument("--recipe", default="cpu", help=f"training recipe: {', '.join(RECIPES)} (default: %(default)s)")
     p.add_argument("--epochs", type=int, help="student epochs (default: the recipe's)")
     p.add_argument("--teacher-epochs", type=int, help="teacher epochs (default: the student's)")
     p.add_argument("--train-subset", type=int, metavar="N", help="train on N images (default: all)")
+    p.add_argument("--teacher-train-subset", type=int, metavar="N", help="the teachers' training images "
+                   "(default: the student's)")
     p.add_argument("--val-size", type=int, default=0, metavar="N", help="images held out of training for "
                    "validation (default: %(default)s)")
+    p.add_argument("--test-subset", type=int, metavar="N", help="a stratified N of the test set (default: all)")
+    p.add_argument("--label-noise", type=float, default=0.0, metavar="RATE", help="symmetric label noise on the "
+                   "training split, teachers' included (default: %(default)s)")
+    p.add_argument("--imbalance-ratio", type=float, default=1.0, metavar="R", help="long-tailed training split, "
+                   "largest over smallest class (default: %(default)s)")
     p.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE", help="method hyperparameter "
                    "(repeatable); names and defaults: kdbench methods --verbose")
+    p.add_argument("--variant", default="", help="the name of a control run of the method, as a grid's "
+                   "variants name them (part of the cell id; default: none)")
     _add_common(p, "results/local")
     p.set_defaults(results_dir="results/local")
     _no_output_cache(p)
