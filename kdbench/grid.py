@@ -22,7 +22,7 @@ from kdbench.executor import executor_session, run_jobs
 from kdbench.fastpaths import check_memory_format
 from kdbench.locks import Claim
 from kdbench.methods import get_method
-from kdbench.profiles import Profile, all_cells, get_profile, profile_summary
+from kdbench.profiles import EXPERIMENTS, PROFILES, Profile, all_cells, get_profile, profile_summary
 from kdbench.record import Record, is_stale
 from kdbench.results import atomic_write_text, read_record, record_path, write_record
 from kdbench.runner import RunConfig, check_folders, default_cache_dir, run, train_teachers
@@ -38,7 +38,12 @@ def results_root() -> Path:
 
 
 def results_dir_for(profile: str, results_dir: str | Path | None = None) -> Path:
-    return Path(results_dir) if results_dir else results_root() / Path(profile).stem
+    """`results_dir` if given, else the profile's folder under results/ (a built-in profile may name another's)."""
+    if results_dir:
+        return Path(results_dir)
+    name = Path(profile).stem
+    known = {**PROFILES, **EXPERIMENTS}.get(profile)
+    return results_root() / (known.results or name if known is not None else name)
 
 def record_status(cfg: RunConfig, results_dir: str | Path) -> str | None:
     """The cell's record status ("ok", "failed"), or None when it has no readable record."""
@@ -158,5 +163,7 @@ def run_grid(
         for status in run_jobs(_run_cell_job, jobs, workers, f"grid {profile.name}", progress, executor=executor,
                                device=device, threads=threads, label=_cell_label):
             counts[status] += 1
-    atomic_write_text(Path(results_dir) / "grid.yaml", yaml.safe_dump(profile_summary(profile), sort_keys=False))
+    # a profile sharing another's folder (the zoo) describes itself beside it, not over it
+    summary = "grid.yaml" if profile.results is None else f"grid-{profile.name}.yaml"
+    atomic_write_text(Path(results_dir) / summary, yaml.safe_dump(profile_summary(profile), sort_keys=False))
     return counts

@@ -67,6 +67,9 @@ class Profile:
     meaningful: bool = True  # False: a plumbing check whose numbers mean nothing
     # "module:function" that builds the cells instead of pairs x methods x seeds (the claims profile)
     cells_from: str | None = None
+    # the folder under results/ its records go to (None: its name); a profile that adds methods to another's grid
+    # shares its folder, so their common cells run once and its tables include both
+    results: str | None = None
 
     def method_names(self, pair: Pair | None = None) -> list[str]:
         """The methods the profile runs (on `pair`, when given: a pair may run fewer), references included."""
@@ -218,7 +221,9 @@ PROFILES: dict[str, Profile] = {
 
 PROFILES["zoo"] = dataclasses.replace(
     PROFILES["cpu"], name="zoo", pairs=PROFILES["cpu"].pairs[:1], methods=None, robustness=None, variants={},
-    description="Every registered method on the cpu profile's first pair, budget and seeds: the canonical "
+    results="cpu",
+    description="Every registered method on the cpu profile's first pair, budget and seeds, into the cpu profile's "
+                "records (the cells they share run once), so its tables and Table 4 include the canonical "
                 "distillation zoo beside the survey's techniques.",
 )
 

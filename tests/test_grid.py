@@ -64,6 +64,17 @@ def test_user_grid_yaml(tmp_path):
     assert profile.name == "g" and profile.method_names() == ["kd", "baseline"]
 
 
+def test_the_zoo_adds_its_methods_to_the_cpu_records():
+    """The zoo's cells on the cpu profile's pair are the cpu profile's own, so sharing its folder runs them once."""
+    assert grid.results_dir_for("zoo") == grid.results_dir_for("cpu") == grid.results_root() / "cpu"
+    assert grid.results_dir_for("zoo", "elsewhere") == Path("elsewhere")
+    cpu = {c.cell_id() for c in profiles.all_cells(profiles.get_profile("cpu"))}
+    zoo = {c.cell_id() for c in profiles.all_cells(profiles.get_profile("zoo"))}
+    shared = {c.cell_id() for c in profiles.all_cells(profiles.get_profile("cpu"))
+              if not c.teachers or c.teachers[0] == profiles.get_profile("zoo").pairs[0].teacher}
+    assert cpu & zoo == shared & zoo and len(cpu & zoo) > 50
+
+
 def test_a_pair_may_run_fewer_methods(tmp_path):
     """A pair's own `methods` replace the profile's on that pair; its references still run, once a student."""
     text = GOOD.replace("methods: [kd]", "methods: [kd, at]").replace(
