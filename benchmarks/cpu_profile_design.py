@@ -44,7 +44,8 @@ def plan(study: str, args: argparse.Namespace) -> list[runner.RunConfig]:
         cells += [dataclasses.replace(base, recipe=args.recipe, seed=s), dataclasses.replace(kd, seed=s)]
     if study == "bf16":  # the same cells trained under bf16 autocast: does it hold accuracy and kd's boost?
         return cells + [dataclasses.replace(c, precision="bf16") for c in cells]
-    cells.append(dataclasses.replace(base, recipe=args.recipe, seed=args.seeds[0], epochs=3 * args.epochs))
+    # how close to convergence the budget leaves the student: baseline with 3x the epochs, on up to three seeds
+    cells += [dataclasses.replace(base, recipe=args.recipe, seed=s, epochs=3 * args.epochs) for s in args.seeds[:3]]
     return cells
 
 

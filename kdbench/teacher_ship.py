@@ -25,10 +25,11 @@ def profile_teacher_keys(profile: Profile) -> list[TeacherKey]:
 
 
 def provenance(profile: Profile) -> dict[str, object]:
-    """What produced the teachers: the command that trains them, and the code and machine that did."""
-    return {"command": f"python run_all.py --profile {profile.name}", "kdbench": kdbench.__version__,
-            "git_commit": env.git_commit(), "torch": torch.__version__, "machine": env.cpu_model(),
-            "threads": torch.get_num_threads(), "platform": platform.platform()}
+    """What produced the teachers: the command that trains them (their key says with what data, recipe, epochs and
+    seed), and the code, torch and machine of the export (the cache does not record where a teacher trained)."""
+    return {"command": f"python run_all.py --profile {profile.name}",
+            "exported_with": {"kdbench": kdbench.__version__, "git_commit": env.git_commit(),
+                              "torch": torch.__version__, "machine": env.cpu_model(), "platform": platform.platform()}}
 
 
 def ship_profile(profile: Profile, cache_dir: str | Path | None, dest: str | Path) -> list[Path]:
