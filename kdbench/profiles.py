@@ -220,7 +220,9 @@ PROFILES: dict[str, Profile] = {
 }
 
 PROFILES["zoo"] = dataclasses.replace(
-    PROFILES["cpu"], name="zoo", pairs=PROFILES["cpu"].pairs[:1], methods=None, robustness=None, variants={},
+    PROFILES["cpu"], name="zoo", pairs=PROFILES["cpu"].pairs[:1], methods=None, robustness=None,
+    # RepDistiller's headline "CRD+KD" row: -r 1 -a 1 -b 0.8, the Hinton term beside CRD's own
+    variants={"crd": {"+kd": {"kd_weight": 1.0}}},
     results="cpu",
     description="Every registered method on the cpu profile's first pair, budget and seeds, into the cpu profile's "
                 "records (the cells they share run once), so its tables and Table 4 include the canonical "
