@@ -94,8 +94,13 @@ def execute(name: str, out_dir: Path, params: dict[str, Any]) -> Path:
     try:
         with kernel_env():
             papermill.execute_notebook(
-                str(HERE / "notebooks" / f"{name}.ipynb"), str(partial), parameters=params, kernel_name="python3",
-                cwd=str(HERE), progress_bar=False, config=KERNEL_CONFIG,
+                str(HERE / "notebooks" / f"{name}.ipynb"),
+                str(partial),
+                parameters=params,
+                kernel_name="python3",
+                cwd=str(HERE),
+                progress_bar=False,
+                config=KERNEL_CONFIG,
             )
         nb = nbformat.read(partial, as_version=4)
         nb.metadata.papermill.update(input_path=f"notebooks/{name}.ipynb", output_path=portable(final))
@@ -107,13 +112,23 @@ def execute(name: str, out_dir: Path, params: dict[str, Any]) -> Path:
     return final
 
 
-def run_notebooks(profile: str, device: str, results_dir: Path, workers: int | None, executor: str,
-                  ran: dict[str, Any] | None = None) -> None:
+def run_notebooks(
+    profile: str,
+    device: str,
+    results_dir: Path,
+    workers: int | None,
+    executor: str,
+    ran: dict[str, Any] | None = None,
+) -> None:
     """Every notebook of the profile; `ran`: what run_job did, for the grid notebook to record."""
     out_dir = results_dir / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
-    common = {"profile": portable(profile) if profile.endswith((".yaml", ".yml")) else profile, "device": device,
-              "results_dir": portable(results_dir), "workers": workers}
+    common = {
+        "profile": portable(profile) if profile.endswith((".yaml", ".yml")) else profile,
+        "device": device,
+        "results_dir": portable(results_dir),
+        "workers": workers,
+    }
     for name in tqdm(notebooks_for(profile), desc=f"notebooks ({Path(profile).stem})"):
         # only the notebooks that run jobs have an executor in their parameter cell
         params = {**common, "executor": executor} if name in JOB_NOTEBOOKS else common
@@ -122,30 +137,56 @@ def run_notebooks(profile: str, device: str, results_dir: Path, workers: int | N
         execute(name, out_dir, params)
 
 
-def run_job(spec: profiles.Profile, results_dir: Path, device: str, workers: int | None, executor: str,
-            retry_failed: bool, memory_format: str = "auto") -> dict[str, Any] | None:
+def run_job(
+    spec: profiles.Profile,
+    results_dir: Path,
+    device: str,
+    workers: int | None,
+    executor: str,
+    retry_failed: bool,
+    memory_format: str = "auto",
+) -> dict[str, Any] | None:
     """Run the profile's grid here, so its progress bar is in the terminal; None for an experiment whose own
     notebook runs its cells."""
     if spec.cells_from in EXPERIMENT_NOTEBOOKS:
         return None
     start = time.perf_counter()
-    counts = grid.run_grid(spec, results_dir, device=device, workers=workers, executor=executor,
-                           retry_failed=retry_failed, memory_format=memory_format)
+    counts = grid.run_grid(
+        spec,
+        results_dir,
+        device=device,
+        workers=workers,
+        executor=executor,
+        retry_failed=retry_failed,
+        memory_format=memory_format,
+    )
     return {**counts, "wall_time_s": round(time.perf_counter() - start, 1)}
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--profile", default="cpu", metavar="NAME|FILE.yaml",
-                        help=f"a profile ({', '.join([*profiles.PROFILES, *profiles.EXPERIMENTS])}) or a grid YAML "
-                        "file (default: %(default)s)")
+    parser.add_argument(
+        "--profile",
+        default="cpu",
+        metavar="NAME|FILE.yaml",
+        help=f"a profile ({', '.join([*profiles.PROFILES, *profiles.EXPERIMENTS])}) or a grid YAML "
+        "file (default: %(default)s)",
+    )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
     parser.add_argument("--executor", help=f"how grid cells run: {', '.join(EXECUTORS)} (default: local)")
-    parser.add_argument("--workers", type=int, help="jobs at once for processes or ray (see kdbench grid --help); "
-                        "N > 1 without --executor means processes")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        help="jobs at once for processes or ray (see kdbench grid --help); "
+        "N > 1 without --executor means processes",
+    )
     parser.add_argument("--results-dir", help="default: results/<profile name>")
-    parser.add_argument("--retry-failed", action="store_true", help="run the cells whose record says they failed "
-                        "again (by default a finished cell, failed or not, is skipped)")
+    parser.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="run the cells whose record says they failed "
+        "again (by default a finished cell, failed or not, is skipped)",
+    )
     add_memory_format(parser)
     add_data_root(parser)
     add_retrain_teachers(parser)
@@ -175,17 +216,28 @@ def run(args: argparse.Namespace) -> int:
     results_dir = grid.results_dir_for(spec.name, args.results_dir).resolve()
     runner.check_folders(results_dir, runner.default_cache_dir())
     started, start = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter()
-    ran = run_job(spec, results_dir, args.device, args.workers, executor, args.retry_failed, args.memory_format)
+    ran = run_job(
+        spec, results_dir, args.device, args.workers, executor, args.retry_failed, args.memory_format
+    )
     run_notebooks(args.profile, args.device, results_dir, args.workers, executor, ran)
-    info = {"profile": spec.name, "started": started, "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-            "wall_time_s": round(time.perf_counter() - start, 1), "device": args.device, "executor": executor,
-            "workers": args.workers, "grid": ran,
-            "machine": f"{env.cpu_model()}, {os.cpu_count()} cores, {platform.system()}"}
+    info = {
+        "profile": spec.name,
+        "started": started,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "wall_time_s": round(time.perf_counter() - start, 1),
+        "device": args.device,
+        "executor": executor,
+        "workers": args.workers,
+        "grid": ran,
+        "machine": f"{env.cpu_model()}, {os.cpu_count()} cores, {platform.system()}",
+    }
     atomic_write_text(results_dir / "run.json", json.dumps(info, indent=1))
     tables.write_index(results_dir)
     committed = [name for name, p in {**profiles.PROFILES, **profiles.EXPERIMENTS}.items() if p.meaningful]
     if results_dir.parent == grid.results_root().resolve() and spec.name in committed:
-        tables.write_results_index(results_dir.parent, committed)  # never for a plumbing check or a user's grid
+        tables.write_results_index(
+            results_dir.parent, committed
+        )  # never for a plumbing check or a user's grid
     print(f"done in {info['wall_time_s'] / 60:.1f} min; see {portable(results_dir / 'README.md')}")
     return grid_outcome(spec, results_dir, "run_all")
 

@@ -29,23 +29,38 @@ STUDENT, TEACHER = "cifar_resnet8", "cifar_resnet20"
 def recipe_variants() -> dict[str, engine.Recipe]:
     """The short recipe with each augmentation, and the old step recipe, under names of their own."""
     short = engine.RECIPES["short"]
-    return {f"short-{aug}": dataclasses.replace(short, name=f"short-{aug}", augment=aug) for aug in engine.AUGMENTATIONS} | {
-        "cpu": engine.RECIPES["cpu"]}
+    return {
+        f"short-{aug}": dataclasses.replace(short, name=f"short-{aug}", augment=aug)
+        for aug in engine.AUGMENTATIONS
+    } | {"cpu": engine.RECIPES["cpu"]}
 
 
 def plan(study: str, args: argparse.Namespace) -> list[runner.RunConfig]:
-    base = runner.RunConfig(method="baseline", student=STUDENT, train_subset=args.train_subset, epochs=args.epochs)
+    base = runner.RunConfig(
+        method="baseline", student=STUDENT, train_subset=args.train_subset, epochs=args.epochs
+    )
     if study == "recipes":
-        return [dataclasses.replace(base, recipe=name, seed=s) for name in recipe_variants() for s in args.seeds]
-    kd = dataclasses.replace(base, method="kd", teachers=(TEACHER,), teacher_seed=0, recipe=args.recipe,
-                             teacher_epochs=args.teacher_epochs, teacher_train_subset=args.teacher_train_subset)
+        return [
+            dataclasses.replace(base, recipe=name, seed=s) for name in recipe_variants() for s in args.seeds
+        ]
+    kd = dataclasses.replace(
+        base,
+        method="kd",
+        teachers=(TEACHER,),
+        teacher_seed=0,
+        recipe=args.recipe,
+        teacher_epochs=args.teacher_epochs,
+        teacher_train_subset=args.teacher_train_subset,
+    )
     cells = []
     for s in args.seeds:
         cells += [dataclasses.replace(base, recipe=args.recipe, seed=s), dataclasses.replace(kd, seed=s)]
     if study == "bf16":  # the same cells trained under bf16 autocast: does it hold accuracy and kd's boost?
         return cells + [dataclasses.replace(c, precision="bf16") for c in cells]
     # how close to convergence the budget leaves the student: baseline with 3x the epochs, on up to three seeds
-    cells += [dataclasses.replace(base, recipe=args.recipe, seed=s, epochs=3 * args.epochs) for s in args.seeds[:3]]
+    cells += [
+        dataclasses.replace(base, recipe=args.recipe, seed=s, epochs=3 * args.epochs) for s in args.seeds[:3]
+    ]
     return cells
 
 
@@ -61,16 +76,28 @@ def report(lines: Path) -> str:
     """The runs of a study as a markdown table: top-1 per recipe/method and epochs over seeds, and kd's boost over
     baseline paired by seed."""
     df = pd.DataFrame([json.loads(line) for line in lines.read_text().splitlines()])
-    out = [f"# {lines.stem}: measured with benchmarks/cpu_profile_design.py", "",
-           f"Student {STUDENT}, bundled Fashion-MNIST, full 10,000-image test set, {env.cpu_model()}; "
-           "top-1 of the last epoch, mean ± 95% CI over seeds (n = seeds).", ""]
+    out = [
+        f"# {lines.stem}: measured with benchmarks/cpu_profile_design.py",
+        "",
+        f"Student {STUDENT}, bundled Fashion-MNIST, full 10,000-image test set, {env.cpu_model()}; "
+        "top-1 of the last epoch, mean ± 95% CI over seeds (n = seeds).",
+        "",
+    ]
     rows = []
     df["precision"] = df["precision"].fillna("fp32") if "precision" in df else "fp32"
     for (recipe, precision, method, epochs), g in df.groupby(["recipe", "precision", "method", "epochs"]):
-        rows.append({"recipe": recipe, "precision": precision, "method": method,
-                     "train images": int(g["train_subset"].iloc[0]),
-                     "epochs": epochs, "teacher": _teacher(g),
-                     "top-1": fmt(*mean_ci(g["student_top1"])[:2]).lstrip("+"), "seeds": " ".join(map(str, g["seed"]))})
+        rows.append(
+            {
+                "recipe": recipe,
+                "precision": precision,
+                "method": method,
+                "train images": int(g["train_subset"].iloc[0]),
+                "epochs": epochs,
+                "teacher": _teacher(g),
+                "top-1": fmt(*mean_ci(g["student_top1"])[:2]).lstrip("+"),
+                "seeds": " ".join(map(str, g["seed"])),
+            }
+        )
     out.append(pd.DataFrame(rows).to_markdown(index=False))
     for precision, g in df.groupby("precision"):
         pivot = g.pivot_table(index="seed", columns=["method", "epochs"], values="student_top1")
@@ -78,8 +105,11 @@ def report(lines: Path) -> str:
         if ("kd", e) in pivot and ("baseline", e) in pivot:
             boost = (pivot[("kd", e)] - pivot[("baseline", e)]).dropna()
             mean, half, n = mean_ci(boost)
-            out += ["", f"kd − baseline, paired by seed, {e} epochs, {precision}: **{fmt(mean, half)} points** "
-                    f"(n = {n}; per seed: " + ", ".join(f"{s}: {v:+.2f}" for s, v in boost.items()) + ")"]
+            out += [
+                "",
+                f"kd − baseline, paired by seed, {e} epochs, {precision}: **{fmt(mean, half)} points** "
+                f"(n = {n}; per seed: " + ", ".join(f"{s}: {v:+.2f}" for s, v in boost.items()) + ")",
+            ]
     return "\n".join(out) + "\n"
 
 
@@ -100,15 +130,34 @@ def main() -> None:
         return
     engine.RECIPES.update(recipe_variants())
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    done = {json.loads(line)["cell_id"] for line in args.out.read_text().splitlines()} if args.out.exists() else set()
+    done = (
+        {json.loads(line)["cell_id"] for line in args.out.read_text().splitlines()}
+        if args.out.exists()
+        else set()
+    )
     for cfg in plan(args.study, args):
         if cfg.cell_id() in done:
             continue
         rec = runner.run(cfg, device="cpu", results_dir=args.scratch, progress=False)
-        row = {k: rec.get(k) for k in ("cell_id", "method", "seed", "epochs", "student_top1", "teacher_top1",
-                                        "curve_top1", "train_time_s")}
-        row.update(recipe=cfg.recipe, train_subset=cfg.train_subset, teacher_train_subset=cfg.teacher_train_subset,
-                   precision=cfg.precision)
+        row = {
+            k: rec.get(k)
+            for k in (
+                "cell_id",
+                "method",
+                "seed",
+                "epochs",
+                "student_top1",
+                "teacher_top1",
+                "curve_top1",
+                "train_time_s",
+            )
+        }
+        row.update(
+            recipe=cfg.recipe,
+            train_subset=cfg.train_subset,
+            teacher_train_subset=cfg.teacher_train_subset,
+            precision=cfg.precision,
+        )
         with args.out.open("a") as fh:
             fh.write(json.dumps(row) + "\n")
         print(json.dumps(row), flush=True)

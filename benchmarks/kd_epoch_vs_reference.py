@@ -60,20 +60,24 @@ Epoch = Callable[[], int]  # trains one epoch, returns the samples it trained on
 def synthetic_data(images: int, info: DatasetInfo, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Uniform random uint8 images (N, C, H, W) and labels: CIFAR-100's shapes, no download."""
     gen = torch.Generator().manual_seed(seed)
-    x = torch.randint(0, 256, (images, info.in_chans, info.image_size, info.image_size), dtype=torch.uint8,
-                      generator=gen)
+    x = torch.randint(
+        0, 256, (images, info.in_chans, info.image_size, info.image_size), dtype=torch.uint8, generator=gen
+    )
     return x, torch.randint(0, info.num_classes, (images,), generator=gen)
 
 
 def models(seed: int = 0) -> tuple[nn.Module, nn.Module]:
     """A teacher and a student, built alike for both loops (untrained: a forward costs the same)."""
     torch.manual_seed(seed)
-    return create_model(TEACHER, INFO.num_classes, INFO.in_chans), create_model(STUDENT, INFO.num_classes, INFO.in_chans)
+    return create_model(TEACHER, INFO.num_classes, INFO.in_chans), create_model(
+        STUDENT, INFO.num_classes, INFO.in_chans
+    )
 
 
 # ---- kdbench -------------------------------------------------------------------------------------------------------
-def kdbench_epoch(x: torch.Tensor, y: torch.Tensor, precision: str, memory_format: str,
-                  shared_in: Path | None = None) -> Epoch:
+def kdbench_epoch(
+    x: torch.Tensor, y: torch.Tensor, precision: str, memory_format: str, shared_in: Path | None = None
+) -> Epoch:
     """One epoch of kdbench's `kd` through the engine's own loop: teacher forward live, or (`shared_in`, a folder)
     teacher outputs shared as grid cells share them: the untimed warm-up epoch writes them to the folder, and
     each timed epoch starts from an empty cache object that reads them back from disk, as a later cell would."""
@@ -82,10 +86,22 @@ def kdbench_epoch(x: torch.Tensor, y: torch.Tensor, precision: str, memory_forma
         fastpaths.prepare_model(model, memory_format, precision)
     stream = BatchStream(x, y, INFO, BATCH, seed=0)
     recipe = dataclasses.replace(RECIPES["cifar"], epochs=1)
-    setup = Setup(student, [teacher], INFO, lambda name: create_model(name, INFO.num_classes, INFO.in_chans),
-                  stream.num_samples, 1, len(stream), recipe=recipe, precision=precision, memory_format=memory_format)
-    method = fastpaths.to_layout(get_method("kd")(setup, temperature=TEMPERATURE, ce_weight=CE_WEIGHT,
-                                                  kd_weight=KD_WEIGHT), memory_format)
+    setup = Setup(
+        student,
+        [teacher],
+        INFO,
+        lambda name: create_model(name, INFO.num_classes, INFO.in_chans),
+        stream.num_samples,
+        1,
+        len(stream),
+        recipe=recipe,
+        precision=precision,
+        memory_format=memory_format,
+    )
+    method = fastpaths.to_layout(
+        get_method("kd")(setup, temperature=TEMPERATURE, ce_weight=CE_WEIGHT, kd_weight=KD_WEIGHT),
+        memory_format,
+    )
     if shared_in is None:
         return lambda: fit(method, stream, recipe, 1, progress=False).samples
 
@@ -106,12 +122,14 @@ class ImageData(Dataset):
     def __init__(self, x: torch.Tensor, y: torch.Tensor, info: DatasetInfo) -> None:
         self.images = np.ascontiguousarray(x.permute(0, 2, 3, 1).numpy())
         self.labels = y.tolist()
-        self.transform = transforms.Compose([
-            transforms.RandomCrop(32, padding=4),
-            transforms.RandomHorizontalFlip(),
-            transforms.ToTensor(),
-            transforms.Normalize(info.mean, info.std),
-        ])
+        self.transform = transforms.Compose(
+            [
+                transforms.RandomCrop(32, padding=4),
+                transforms.RandomHorizontalFlip(),
+                transforms.ToTensor(),
+                transforms.Normalize(info.mean, info.std),
+            ]
+        )
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -143,13 +161,19 @@ def reference_epoch(x: torch.Tensor, y: torch.Tensor, workers: int) -> Epoch:
 
     def epoch() -> int:
         student.train()
-        losses, top1, seen = [], [], 0  # RepDistiller's AverageMeters: a host read of loss and accuracy per batch
+        losses, top1, seen = (
+            [],
+            [],
+            0,
+        )  # RepDistiller's AverageMeters: a host read of loss and accuracy per batch
         for images, target in loader:
             images = images.float()
             logit_s = student(images)
             with torch.no_grad():
                 logit_t = teacher(images)
-            loss = CE_WEIGHT * F.cross_entropy(logit_s, target) + KD_WEIGHT * distill_kl(logit_s, logit_t, TEMPERATURE)
+            loss = CE_WEIGHT * F.cross_entropy(logit_s, target) + KD_WEIGHT * distill_kl(
+                logit_s, logit_t, TEMPERATURE
+            )
             losses.append(loss.item())
             top1.append(topk_correct(logit_s, target)[0])
             optimizer.zero_grad()
@@ -177,32 +201,44 @@ def timed(epochs: dict[str, Epoch], repeats: int) -> dict[str, list[float]]:
 
 def report(rates: dict[str, list[float]], args: argparse.Namespace) -> str:
     reference = statistics.median(rates["reference"])
-    rows = [{"loop": name, "samples_per_s": statistics.median(r), "min": min(r), "max": max(r),
-             "vs_reference": statistics.median(r) / reference} for name, r in rates.items()]
+    rows = [
+        {
+            "loop": name,
+            "samples_per_s": statistics.median(r),
+            "min": min(r),
+            "max": max(r),
+            "vs_reference": statistics.median(r) / reference,
+        }
+        for name, r in rates.items()
+    ]
     table = pd.DataFrame(rows).round({"samples_per_s": 1, "min": 1, "max": 1, "vs_reference": 2})
     cpu = torch.device("cpu")
-    return "\n".join([
-        "# One KD epoch: kdbench against a RepDistiller-style PyTorch loop",
-        "",
-        f"{TEACHER} → {STUDENT}, live teacher, batch {BATCH}, {args.images} random CIFAR-100-shaped images "
-        f"(uint8 3x32x32, 100 classes) generated in memory; KL T={TEMPERATURE:g} x T² weight {KD_WEIGHT} + CE "
-        f"{CE_WEIGHT}; SGD lr {LR}, momentum {MOMENTUM}, weight decay {WEIGHT_DECAY}. One untimed warm-up epoch each, "
-        f"then the median (min, max) of {args.repeats} interleaved timed epochs. Reference: torchvision per-sample "
-        f"transforms, DataLoader with {args.workers} workers. Written by benchmarks/kd_epoch_vs_reference.py.",
-        "",
-        f"Machine: {env.cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} torch threads, "
-        f"bf16 kernels: {'yes' if env.bf16_supported(cpu) else 'no'}, measured {time.strftime('%Y-%m-%d %H:%M %Z')}.",
-        "",
-        table.to_markdown(index=False),
-        "",
-    ])
+    return "\n".join(
+        [
+            "# One KD epoch: kdbench against a RepDistiller-style PyTorch loop",
+            "",
+            f"{TEACHER} → {STUDENT}, live teacher, batch {BATCH}, {args.images} random CIFAR-100-shaped images "
+            f"(uint8 3x32x32, 100 classes) generated in memory; KL T={TEMPERATURE:g} x T² weight {KD_WEIGHT} + CE "
+            f"{CE_WEIGHT}; SGD lr {LR}, momentum {MOMENTUM}, weight decay {WEIGHT_DECAY}. One untimed warm-up epoch each, "
+            f"then the median (min, max) of {args.repeats} interleaved timed epochs. Reference: torchvision per-sample "
+            f"transforms, DataLoader with {args.workers} workers. Written by benchmarks/kd_epoch_vs_reference.py.",
+            "",
+            f"Machine: {env.cpu_model()}, torch {torch.__version__}, {torch.get_num_threads()} torch threads, "
+            f"bf16 kernels: {'yes' if env.bf16_supported(cpu) else 'no'}, measured {time.strftime('%Y-%m-%d %H:%M %Z')}.",
+            "",
+            table.to_markdown(index=False),
+            "",
+        ]
+    )
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--images", type=int, default=2560)
     p.add_argument("--repeats", type=int, default=5)
-    p.add_argument("--threads", type=int, default=torch.get_num_threads(), help="torch threads (default: torch's)")
+    p.add_argument(
+        "--threads", type=int, default=torch.get_num_threads(), help="torch threads (default: torch's)"
+    )
     p.add_argument("--workers", type=int, default=2, help="the reference DataLoader's worker processes")
     p.add_argument("--out", type=Path, default=Path("results/perf/kd_epoch_vs_reference.md"))
     args = p.parse_args()
@@ -213,7 +249,8 @@ def main() -> None:
     for precision, layout in runnable_configs(torch.device("cpu")):
         epochs[f"kdbench {config_label(precision, layout)}"] = kdbench_epoch(x, y, precision, layout)
         epochs[f"kdbench {config_label(precision, layout)}, shared teacher outputs"] = kdbench_epoch(
-            x, y, precision, layout, shared)
+            x, y, precision, layout, shared
+        )
     text = report(timed(epochs, args.repeats), args)
     print(text)
     atomic_write_text(args.out, text)

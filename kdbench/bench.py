@@ -58,14 +58,20 @@ from kdbench.timing import Settings, Step, fixed_batches, interleaved_medians, r
 
 IDEAL_TARGET = 1.10  # every offline method's step within 1.10x of its ideal step
 CACHED_TARGET = 1.05  # kd with cached teacher outputs within 1.05x of baseline's step
-CACHED_SUFFIX = " (cached teacher outputs)"  # the row of a method whose teacher outputs come from the shared cache
+CACHED_SUFFIX = (
+    " (cached teacher outputs)"  # the row of a method whose teacher outputs come from the shared cache
+)
 # the row of a method whose teacher features exceed the cache's budget, served all the same: not a configuration the
 # grid runs, but it splits the method's step into its teacher forward and everything else (its own loss terms)
 HELD_SUFFIX = " (teacher outputs held in memory)"
 UNLIMITED_BUDGET = 2**62
 
 # (precision, memory format) a step is timed in (kdbench.fastpaths); the first is the default path and the reference
-CONFIGS: tuple[tuple[str, str], ...] = (("fp32", "contiguous"), ("fp32", "channels_last"), ("bf16", "channels_last"))
+CONFIGS: tuple[tuple[str, str], ...] = (
+    ("fp32", "contiguous"),
+    ("fp32", "channels_last"),
+    ("bf16", "channels_last"),
+)
 
 
 # ---- timing ------------------------------------------------------------------------------------------------------
@@ -90,11 +96,15 @@ def own_modules(method: Method) -> list[tuple[str, nn.Module]]:
     for name, child in method.named_children():
         if child is method.student:
             continue
-        members = child.named_children() if isinstance(child, (nn.ModuleList, nn.ModuleDict)) else [("", child)]
+        members = (
+            child.named_children() if isinstance(child, (nn.ModuleList, nn.ModuleDict)) else [("", child)]
+        )
         for key, module in members:
             params = list(module.parameters())
             if params:
-                label = (f"{name}.{key}" if key else name) + ("" if any(p.requires_grad for p in params) else " (frozen)")
+                label = (f"{name}.{key}" if key else name) + (
+                    "" if any(p.requires_grad for p in params) else " (frozen)"
+                )
                 found.append((label, module))
     return found
 
@@ -102,8 +112,10 @@ def own_modules(method: Method) -> list[tuple[str, nn.Module]]:
 def _detached(value: Any) -> Any:
     """Copies of the tensors in a call's arguments, cut from the graph but needing a gradient exactly where the
     originals did, so a timed backward reaches what the real one reached."""
-    return tree_map(lambda t: t.detach().clone().requires_grad_(t.requires_grad)
-                    if isinstance(t, torch.Tensor) else t, value)
+    return tree_map(
+        lambda t: t.detach().clone().requires_grad_(t.requires_grad) if isinstance(t, torch.Tensor) else t,
+        value,
+    )
 
 
 @dataclass
@@ -120,8 +132,11 @@ class Call:
     def step(self) -> Step:
         """This call alone: forward and backward (gradients of ones on every output that needs them), or an
         inference forward when nothing in it needs a gradient."""
-        leaves = [t for t in tree_leaves((self.args, self.kwargs, list(self.module.parameters())))
-                  if isinstance(t, torch.Tensor) and t.requires_grad]
+        leaves = [
+            t
+            for t in tree_leaves((self.args, self.kwargs, list(self.module.parameters())))
+            if isinstance(t, torch.Tensor) and t.requires_grad
+        ]
         if not leaves:
             return torch.inference_mode()(lambda _i: self.forward())
 
@@ -190,8 +205,9 @@ class Probe:
         setup = self.method.setup
 
         def hook(module: nn.Module, args: tuple, kwargs: dict, _output: Any) -> None:
-            self.calls.append(Call(name, module, _detached(args), _detached(kwargs), setup.device.type,
-                                   setup.precision))
+            self.calls.append(
+                Call(name, module, _detached(args), _detached(kwargs), setup.device.type, setup.precision)
+            )
 
         return hook
 
@@ -208,10 +224,15 @@ def student_reference(method: Method, student_arch: str) -> Method | None:
     if name == "baseline":
         return cls(dataclasses.replace(method.setup, student=copy.deepcopy(method.student), teachers=[]))
     shared = {k: v for k, v in method.hp.items() if k in cls.defaults}
-    return cls(dataclasses.replace(method.setup, student=method.setup.make_model(student_arch), teachers=[]), **shared)
+    return cls(
+        dataclasses.replace(method.setup, student=method.setup.make_model(student_arch), teachers=[]),
+        **shared,
+    )
 
 
-def features_fit_output_cache(teachers: list[nn.Module], features: set[int], batch: Batch, batches: int) -> bool:
+def features_fit_output_cache(
+    teachers: list[nn.Module], features: set[int], batch: Batch, batches: int
+) -> bool:
     """Whether an epoch of the stage features asked of each teacher fits a teacher-output cache's default budget:
     above it the cache keeps none and recomputes them (`kdbench.teacher_outputs`), so a method asking for them
     gains nothing from it, and a row timed on a few cached batches would flatter it."""
@@ -234,17 +255,31 @@ class Measurement:
     servable: bool  # every teacher call is a request a cache could serve, were its budget large enough
 
 
-def measure(cfg: RunConfig, device: torch.device, cache: TeacherCache, settings: Settings,
-            data_root: str | Path | None = None, share_outputs: bool = False, hold: bool = False,
-            memory_format: str = "contiguous") -> Measurement:
+def measure(
+    cfg: RunConfig,
+    device: torch.device,
+    cache: TeacherCache,
+    settings: Settings,
+    data_root: str | Path | None = None,
+    share_outputs: bool = False,
+    hold: bool = False,
+    memory_format: str = "contiguous",
+) -> Measurement:
     """The method's step, the components of its ideal step and the plain baseline, timed interleaved, all in the
     cell's precision and `memory_format`. `share_outputs`: teacher outputs served from a cache
     (`kdbench.teacher_outputs`), filled by an untimed pass over the batches first; `hold`: with no limit on the
     stage features it keeps."""
     budget = UNLIMITED_BUDGET if hold else DEFAULT_FEATURE_BUDGET_BYTES
-    method, prepared, teachers = build_method(cfg, device, cache, data_root, progress=False,
-                                              share_outputs=share_outputs, feature_budget_bytes=budget,
-                                              memory_format=memory_format)
+    method, prepared, teachers = build_method(
+        cfg,
+        device,
+        cache,
+        data_root,
+        progress=False,
+        share_outputs=share_outputs,
+        feature_budget_bytes=budget,
+        memory_format=memory_format,
+    )
     start = time.perf_counter()
     stream, note = ready(method, prepared.train)
     setup_s = time.perf_counter() - start
@@ -261,10 +296,14 @@ def measure(cfg: RunConfig, device: torch.device, cache: TeacherCache, settings:
     if reference is not None:
         ready(reference, prepared.train)
         steps["student"] = training_step(reference, batches, cfg.recipe)
-    plain = get_method("baseline")(dataclasses.replace(method.setup, student=method.setup.make_model(cfg.student),
-                                                       teachers=[]))
-    same_as_plain = (cfg.method == "baseline") if reference is None else (
-        reference.info.name == "baseline" and repr(reference.student) == repr(plain.student))
+    plain = get_method("baseline")(
+        dataclasses.replace(method.setup, student=method.setup.make_model(cfg.student), teachers=[])
+    )
+    same_as_plain = (
+        (cfg.method == "baseline")
+        if reference is None
+        else (reference.info.name == "baseline" and repr(reference.student) == repr(plain.student))
+    )
     if not same_as_plain:
         steps["baseline"] = training_step(plain, batches, cfg.recipe)
     for i in probe.teachers_run:
@@ -278,9 +317,13 @@ def measure(cfg: RunConfig, device: torch.device, cache: TeacherCache, settings:
     ideal_s = student_s + teachers_s + modules_s
     baseline_s = t.get("baseline", student_s)
     offline = method.info.scheme == "offline" and method.info.technique not in REFERENCE_ROWS
-    cacheable = probe.cacheable and features_fit_output_cache(method.teachers, probe.features, batches[0], len(stream))
+    cacheable = probe.cacheable and features_fit_output_cache(
+        method.teachers, probe.features, batches[0], len(stream)
+    )
     if probe.cacheable and not cacheable:
-        note = "; ".join(filter(None, [note, "an epoch of its teacher features exceeds the output cache's budget"]))
+        note = "; ".join(
+            filter(None, [note, "an epoch of its teacher features exceeds the output cache's budget"])
+        )
     row = {
         "method": cfg.method + (HELD_SUFFIX if hold else CACHED_SUFFIX if share_outputs else ""),
         "config": config_label(cfg.precision, method.setup.memory_format),
@@ -297,8 +340,9 @@ def measure(cfg: RunConfig, device: torch.device, cache: TeacherCache, settings:
         "setup_s": setup_s,
         "peak_memory_mb": memory.peak_bytes / 2**20 if memory.peak_bytes is not None else None,
         "student_step": reference.info.name if reference is not None else cfg.method,
-        "teachers_timed": ", ".join(cfg.teachers[i] + (" +features" if i in probe.features else "")
-                                    for i in probe.teachers_run),
+        "teachers_timed": ", ".join(
+            cfg.teachers[i] + (" +features" if i in probe.features else "") for i in probe.teachers_run
+        ),
         "modules_timed": _call_summary(probe.calls),
         "note": note,
     }
@@ -318,9 +362,14 @@ def bench_cells(profile: Profile, methods: Sequence[str] | None = None) -> list[
     """One cell per method, configured as the grid configures it (hyperparameters, extra teachers) on the profile's
     first pair and first seed; `baseline` first, since every row is compared with it."""
     pair, seed = profile.pairs[0], profile.seeds[0]
-    cells = {c.method: c for c in main_cells(profile)  # a teacher-free method's cell has no teacher
-             if c.student == pair.student and c.teachers[:1] in ((), (pair.teacher,)) and c.seed == seed
-             and not c.variant}
+    cells = {
+        c.method: c
+        for c in main_cells(profile)  # a teacher-free method's cell has no teacher
+        if c.student == pair.student
+        and c.teachers[:1] in ((), (pair.teacher,))
+        and c.seed == seed
+        and not c.variant
+    }
     names = list(dict.fromkeys(methods or cells))
     for name in names:
         if name not in cells:
@@ -353,7 +402,9 @@ def bench(
     start = time.perf_counter()
     measured: list[Measurement] = []
     not_run: list[str] = []
-    for cfg, (precision, layout) in tqdm(list(itertools.product(cells, configs)), desc="bench", disable=not progress):
+    for cfg, (precision, layout) in tqdm(
+        list(itertools.product(cells, configs)), desc="bench", disable=not progress
+    ):
         cell = dataclasses.replace(cfg, precision=precision)
         try:
             first = measure(cell, dev, cache, settings, data_root, memory_format=layout)
@@ -364,19 +415,38 @@ def bench(
             continue
         measured.append(first)
         if cached and first.servable and first.row["ideal_target"]:
-            measured.append(measure(cell, dev, cache, settings, data_root, share_outputs=True,
-                                    hold=not first.cacheable, memory_format=layout))
+            measured.append(
+                measure(
+                    cell,
+                    dev,
+                    cache,
+                    settings,
+                    data_root,
+                    share_outputs=True,
+                    hold=not first.cacheable,
+                    memory_format=layout,
+                )
+            )
     if not measured:
-        raise KdbenchError(f"no method could be timed in {', '.join(config_label(*c) for c in configs)}: "
-                           + "; ".join(not_run))
+        raise KdbenchError(
+            f"no method could be timed in {', '.join(config_label(*c) for c in configs)}: "
+            + "; ".join(not_run)
+        )
     frame = pd.DataFrame([m.row for m in measured])
     pair = profile.pairs[0]
     frame.attrs.update(
-        profile=profile.name, dataset=profile.dataset, teacher=pair.teacher, student=pair.student,
-        batch_size=get_recipe(profile.recipe).batch_size, train_subset=profile.train_subset,
-        settings=dataclasses.asdict(settings), env=env.describe(dev), wall_s=time.perf_counter() - start,
+        profile=profile.name,
+        dataset=profile.dataset,
+        teacher=pair.teacher,
+        student=pair.student,
+        batch_size=get_recipe(profile.recipe).batch_size,
+        train_subset=profile.train_subset,
+        settings=dataclasses.asdict(settings),
+        env=env.describe(dev),
+        wall_s=time.perf_counter() - start,
         teachers_trained=list(dict.fromkeys(m.row["method"] for m in measured if not m.teachers_loaded)),
-        configs=[config_label(*c) for c in configs], not_run=not_run,
+        configs=[config_label(*c) for c in configs],
+        not_run=not_run,
     )
     return frame
 
@@ -385,21 +455,37 @@ def config_label(precision: str, memory_format: str) -> str:
     return f"{precision} {memory_format}"
 
 
-def runnable_configs(device: torch.device, precision: str | None = None,
-                     memory_format: str | None = None) -> list[tuple[str, str]]:
+def runnable_configs(
+    device: torch.device, precision: str | None = None, memory_format: str | None = None
+) -> list[tuple[str, str]]:
     """The CONFIGS the device can run (bf16 needs bf16 kernels), only those of `precision` / `memory_format`
     when given (bf16 asked for on a device without it is an error, not an empty bench)."""
     if precision is not None:
         check_precision(precision, device)
     if memory_format is not None:
         check_choice("memory format", memory_format, LAYOUTS)
-    return [(p, f) for p, f in CONFIGS if precision in (None, p) and memory_format in (None, f)
-            and (p == "fp32" or env.bf16_supported(device))]
+    return [
+        (p, f)
+        for p, f in CONFIGS
+        if precision in (None, p)
+        and memory_format in (None, f)
+        and (p == "fp32" or env.bf16_supported(device))
+    ]
 
 
 # ---- the report ----------------------------------------------------------------------------------------------------
-DISPLAY_DIGITS = {"step_ms": 1, "samples_per_s": 0, "vs_baseline": 2, "student_ms": 1, "teachers_ms": 1,
-                  "modules_ms": 1, "ideal_ms": 1, "vs_ideal": 2, "setup_s": 1, "peak_memory_mb": 0}
+DISPLAY_DIGITS = {
+    "step_ms": 1,
+    "samples_per_s": 0,
+    "vs_baseline": 2,
+    "student_ms": 1,
+    "teachers_ms": 1,
+    "modules_ms": 1,
+    "ideal_ms": 1,
+    "vs_ideal": 2,
+    "setup_s": 1,
+    "peak_memory_mb": 0,
+}
 
 COLUMN_NOTES = (
     "`config`: the precision and memory format the step and every component of its ideal step ran in "
@@ -422,15 +508,24 @@ COLUMN_NOTES = (
 
 def _ideal_target_line(rows: pd.DataFrame, what: str) -> str:
     missed = rows[rows["ideal_target"] == "not met"]
-    over = "; over: " + ", ".join(f"{r.method} {r.vs_ideal:.2f}x" for r in missed.itertuples()) if len(missed) else ""
-    return (f"- Every offline method{what} within {IDEAL_TARGET:.2f}x of its ideal step: "
-            f"{'met' if missed.empty else 'not met'} ({len(rows) - len(missed)} of {len(rows)}{over})")
+    over = (
+        "; over: " + ", ".join(f"{r.method} {r.vs_ideal:.2f}x" for r in missed.itertuples())
+        if len(missed)
+        else ""
+    )
+    return (
+        f"- Every offline method{what} within {IDEAL_TARGET:.2f}x of its ideal step: "
+        f"{'met' if missed.empty else 'not met'} ({len(rows) - len(missed)} of {len(rows)}{over})"
+    )
 
 
 def target_lines(frame: pd.DataFrame) -> list[str]:
     """The targets, each as met / not met from the rows, for each configuration timed."""
-    return [f"- [{config}] {line[2:]}" for config, rows in frame.groupby("config", sort=False)
-            for line in _config_target_lines(rows)]
+    return [
+        f"- [{config}] {line[2:]}"
+        for config, rows in frame.groupby("config", sort=False)
+        for line in _config_target_lines(rows)
+    ]
 
 
 def _config_target_lines(frame: pd.DataFrame) -> list[str]:
@@ -443,11 +538,15 @@ def _config_target_lines(frame: pd.DataFrame) -> list[str]:
             lines.append(_ideal_target_line(offline[rows], suffix))
     cached = frame[frame["method"] == "kd" + CACHED_SUFFIX]
     if cached.empty:
-        lines.append(f"- kd with cached teacher outputs within {CACHED_TARGET:.2f}x of baseline: not measured here")
+        lines.append(
+            f"- kd with cached teacher outputs within {CACHED_TARGET:.2f}x of baseline: not measured here"
+        )
     else:
         ratio = float(cached["vs_baseline"].iloc[0])
-        lines.append(f"- kd with cached teacher outputs within {CACHED_TARGET:.2f}x of baseline: "
-                     f"{'met' if ratio <= CACHED_TARGET else 'not met'} ({ratio:.2f}x)")
+        lines.append(
+            f"- kd with cached teacher outputs within {CACHED_TARGET:.2f}x of baseline: "
+            f"{'met' if ratio <= CACHED_TARGET else 'not met'} ({ratio:.2f}x)"
+        )
     return lines
 
 
@@ -464,8 +563,11 @@ def perf_markdown(frame: pd.DataFrame) -> str:
         f" (training subset {a['train_subset']}). Each method built as its grid cell (seed 0 of the profile),"
         f" timed in one process on the same {s['steps']} batches: {s['warmup']} untimed warm-up call(s), then the"
         f" median of {s['repeats']} timed passes; every component timed interleaved with the step. Teachers: "
-        + (f"trained for the bench (not in the teacher cache) for {', '.join(a['teachers_trained'])}"
-           if a["teachers_trained"] else "all loaded from the teacher cache")
+        + (
+            f"trained for the bench (not in the teacher cache) for {', '.join(a['teachers_trained'])}"
+            if a["teachers_trained"]
+            else "all loaded from the teacher cache"
+        )
         + f". Configurations: {', '.join(a['configs'])}. Bench wall time {a['wall_s']:.0f} s.",
         "",
         f"Environment: {e['device']} ({e['device_name']}), {e['threads']} threads, torch {e['torch']},"

@@ -42,7 +42,8 @@ def _methods(args: argparse.Namespace) -> int:
 def _method_table(rows: list[dict[str, Any]]) -> list[str]:
     """One line per method, at most WIDTH characters: name, technique, scheme, teachers, reference's authors."""
     cells = [["name", "technique", "scheme", "teachers", "reference"]] + [
-        [r["name"], r["technique"], r["scheme"], str(r["teachers"]), r["reference"].split(",")[0]] for r in rows
+        [r["name"], r["technique"], r["scheme"], str(r["teachers"]), r["reference"].split(",")[0]]
+        for r in rows
     ]
     widths = [max(len(c[i]) for c in cells) for i in range(len(cells[0]) - 1)]
     lines = ["  ".join([*(c[i].ljust(w) for i, w in enumerate(widths)), c[-1]]) for c in cells]
@@ -52,7 +53,9 @@ def _method_table(rows: list[dict[str, Any]]) -> list[str]:
 
 def _method_details(row: dict[str, Any]) -> str:
     teachers = {0: "no teacher", 1: "1 teacher"}.get(row["teachers"], f"{row['teachers']}+ teachers")
-    head = f"{row['name']}: {row['technique']}, {row['scheme']}, {teachers}, compared with {row['compare_to']}"
+    head = (
+        f"{row['name']}: {row['technique']}, {row['scheme']}, {teachers}, compared with {row['compare_to']}"
+    )
     hparams = ", ".join(f"{k}={v}" for k, v in row["defaults"].items()) or "none"
     body = [f"knowledge: {row['knowledge']}", f"reference: {row['reference']}", f"hyperparameters: {hparams}"]
     if row["summary"]:
@@ -69,12 +72,30 @@ def _run(args: argparse.Namespace) -> int:
     _check_dataset(cfg.dataset)
     check_pairs([(t, cfg.student) for t in cfg.teachers], cfg.dataset)
     use_retrain_teachers(args.retrain_teachers)
-    record = run(cfg, device=args.device, results_dir=args.results_dir, cache_dir=args.cache_dir,
-                 data_root=args.data_root, progress=not args.quiet, share_outputs=args.share_outputs,
-                 memory_format=args.memory_format)
+    record = run(
+        cfg,
+        device=args.device,
+        results_dir=args.results_dir,
+        cache_dir=args.cache_dir,
+        data_root=args.data_root,
+        progress=not args.quiet,
+        share_outputs=args.share_outputs,
+        memory_format=args.memory_format,
+    )
     check_teachers([record])
-    summary = {k: record[k] for k in ("cell_id", "method", "student", "teacher", "student_top1", "teacher_top1",
-                                      "train_time_s", "train_samples_per_s")}
+    summary = {
+        k: record[k]
+        for k in (
+            "cell_id",
+            "method",
+            "student",
+            "teacher",
+            "student_top1",
+            "teacher_top1",
+            "train_time_s",
+            "train_samples_per_s",
+        )
+    }
     print(json.dumps(summary))
     print(f"record written to {record['path']}")
     return 0
@@ -96,12 +117,24 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     teachers = tuple(t for arg in args.teacher for t in arg.split(",") if t)
     needs_teacher = get_method(args.method).info.teachers > 0
     cfg = RunConfig(
-        method=args.method, student=args.student, teachers=teachers, dataset=args.dataset, seed=args.seed,
-        recipe=args.recipe, epochs=args.epochs, teacher_epochs=args.teacher_epochs, train_subset=args.train_subset,
-        teacher_train_subset=args.teacher_train_subset if needs_teacher else None, val_size=args.val_size,
-        teacher_seed=args.teacher_seed if needs_teacher else None, label_noise=args.label_noise,
-        imbalance_ratio=args.imbalance_ratio, test_subset=args.test_subset, hparams=parse_hparams(args.hp),
-        variant=args.variant, precision=args.precision,
+        method=args.method,
+        student=args.student,
+        teachers=teachers,
+        dataset=args.dataset,
+        seed=args.seed,
+        recipe=args.recipe,
+        epochs=args.epochs,
+        teacher_epochs=args.teacher_epochs,
+        train_subset=args.train_subset,
+        teacher_train_subset=args.teacher_train_subset if needs_teacher else None,
+        val_size=args.val_size,
+        teacher_seed=args.teacher_seed if needs_teacher else None,
+        label_noise=args.label_noise,
+        imbalance_ratio=args.imbalance_ratio,
+        test_subset=args.test_subset,
+        hparams=parse_hparams(args.hp),
+        variant=args.variant,
+        precision=args.precision,
     )
     cfg.resolve()
     return cfg
@@ -113,11 +146,15 @@ def _grid_cell(cell_id: str, profile_name: str, precision: str) -> RunConfig:
 
     profile = get_profile(profile_name)
     cells = [dataclasses.replace(c, precision=precision) for c in all_cells(profile)]
-    found = [c for c in cells if c.cell_id() == cell_id] or [c for c in cells if c.cell_id().startswith(cell_id)]
+    found = [c for c in cells if c.cell_id() == cell_id] or [
+        c for c in cells if c.cell_id().startswith(cell_id)
+    ]
     if len(found) != 1:
         what = "no cell" if not found else f"{len(found)} cells"
-        raise KdbenchError(f"{what} of profile {profile.name!r} has the id {cell_id!r}; list them with "
-                           f"kdbench grid --profile {profile.name} --list")
+        raise KdbenchError(
+            f"{what} of profile {profile.name!r} has the id {cell_id!r}; list them with "
+            f"kdbench grid --profile {profile.name} --list"
+        )
     return found[0]
 
 
@@ -142,16 +179,28 @@ def _grid(args: argparse.Namespace) -> int:
     use_data_root(args.data_root)
     use_retrain_teachers(args.retrain_teachers)
     results_dir = results_dir_for(profile.name, args.results_dir)
-    counts = run_grid(profile, results_dir, args.device, args.cache_dir, args.workers, not args.quiet,
-                      executor=args.executor, threads=args.threads, share_outputs=args.share_outputs,
-                      retry_failed=args.retry_failed, rerun_stale=args.rerun_stale, cells=cells,
-                      memory_format=args.memory_format)
+    counts = run_grid(
+        profile,
+        results_dir,
+        args.device,
+        args.cache_dir,
+        args.workers,
+        not args.quiet,
+        executor=args.executor,
+        threads=args.threads,
+        share_outputs=args.share_outputs,
+        retry_failed=args.retry_failed,
+        rerun_stale=args.rerun_stale,
+        cells=cells,
+        memory_format=args.memory_format,
+    )
     print(json.dumps(counts))
     return grid_outcome(profile, results_dir, "kdbench", cells)
 
 
-def grid_outcome(profile: Profile, results_dir: str | Path, prog: str, cells: list[RunConfig] | None = None
-                 ) -> int:
+def grid_outcome(
+    profile: Profile, results_dir: str | Path, prog: str, cells: list[RunConfig] | None = None
+) -> int:
     """After a grid: warn about teachers at chance (in a meaningful profile), and return 1, after one line saying
     so, when any of its cells (default: the profile's) failed (in this run or an earlier one), else 0."""
     from kdbench.profiles import all_cells
@@ -167,8 +216,11 @@ def grid_outcome(profile: Profile, results_dir: str | Path, prog: str, cells: li
         check_teachers(records)
     failed = sum(r.get("status") == "failed" for r in records)
     if failed:
-        print(f"{prog}: {failed} of {len(records)} grid cells failed (each record's 'error' says why; run_all.py "
-              "lists them in tables/failed.md); run them again with --retry-failed", file=sys.stderr)
+        print(
+            f"{prog}: {failed} of {len(records)} grid cells failed (each record's 'error' says why; run_all.py "
+            "lists them in tables/failed.md); run them again with --retry-failed",
+            file=sys.stderr,
+        )
         return 1
     return 0
 
@@ -183,9 +235,17 @@ def _bench(args: argparse.Namespace) -> int:
     profile = get_profile(args.grid or args.profile)
     methods = [m for arg in args.methods for m in arg.split(",") if m]
     configs = runnable_configs(resolve_device(args.device), args.precision, args.memory_format)
-    frame = bench(profile, methods or None, args.device, Settings(args.warmup, args.repeats, args.steps),
-                  args.cache_dir, data_root=args.data_root, progress=not args.quiet, cached=args.cached,
-                  configs=configs)
+    frame = bench(
+        profile,
+        methods or None,
+        args.device,
+        Settings(args.warmup, args.repeats, args.steps),
+        args.cache_dir,
+        data_root=args.data_root,
+        progress=not args.quiet,
+        cached=args.cached,
+        configs=configs,
+    )
     path = write_perf(results_dir_for(profile.name, args.results_dir), frame)
     print(path.read_text())
     print(f"written to {path}")
@@ -195,15 +255,28 @@ def _bench(args: argparse.Namespace) -> int:
 def _teachers_import(args: argparse.Namespace) -> int:
     from kdbench.teacher_import import PROFILE, import_teacher
 
-    result = import_teacher(args.source, args.path, args.arch, args.cache_dir, args.data_root, args.device,
-                            args.force)
+    result = import_teacher(
+        args.source, args.path, args.arch, args.cache_dir, args.data_root, args.device, args.force
+    )
     source = result.meta["imported_from"]
-    print(json.dumps({"arch": args.arch, "from": args.source, "sha256": source["sha256"],
-                      "top1": result.meta["top1"], "reported_top1": source["reported_top1"],
-                      "test_images": len(result.meta["test_logits"]), "key": result.key.digest()}))
+    print(
+        json.dumps(
+            {
+                "arch": args.arch,
+                "from": args.source,
+                "sha256": source["sha256"],
+                "top1": result.meta["top1"],
+                "reported_top1": source["reported_top1"],
+                "test_images": len(result.meta["test_logits"]),
+                "key": result.key.digest(),
+            }
+        )
+    )
     print(f"teacher stored at {result.path}; {PROFILE} runs load it instead of training it")
     for key in result.other_keys:
-        print(f"note: {PROFILE} cells that use {args.arch} as a further teacher (seed {key.seed}) still train their own")
+        print(
+            f"note: {PROFILE} cells that use {args.arch} as a further teacher (seed {key.seed}) still train their own"
+        )
     return 0
 
 
@@ -227,8 +300,11 @@ def _readme(args: argparse.Namespace) -> int:
 
 # ---- options shared by several commands (run_all.py uses them too) ----------------------------------------------
 def add_data_root(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data-root", metavar="DIR", help="dataset folder (default: $KDBENCH_DATA, else "
-                        "$KDBENCH_CACHE/data, else ~/.cache/kdbench/data)")
+    parser.add_argument(
+        "--data-root",
+        metavar="DIR",
+        help="dataset folder (default: $KDBENCH_DATA, else $KDBENCH_CACHE/data, else ~/.cache/kdbench/data)",
+    )
 
 
 def use_data_root(path: str | None) -> None:
@@ -239,8 +315,12 @@ def use_data_root(path: str | None) -> None:
 
 
 def add_retrain_teachers(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--retrain-teachers", action="store_true", help="train the teachers that ship inside the "
-                        "package instead of loading them (to reproduce them; the result is cached)")
+    parser.add_argument(
+        "--retrain-teachers",
+        action="store_true",
+        help="train the teachers that ship inside the "
+        "package instead of loading them (to reproduce them; the result is cached)",
+    )
 
 
 def use_retrain_teachers(flag: bool) -> None:
@@ -252,11 +332,15 @@ def use_retrain_teachers(flag: bool) -> None:
 
 
 def _add_common(p: argparse.ArgumentParser, results_default: str) -> None:
-    p.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda or cuda:N "
-                   "(default: %(default)s)")
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="auto (CUDA when present), cpu, cuda or cuda:N (default: %(default)s)",
+    )
     p.add_argument("--results-dir", metavar="DIR", help=f"where records go (default: {results_default})")
-    p.add_argument("--cache-dir", metavar="DIR", help="teacher cache (default: $KDBENCH_CACHE, else "
-                   "~/.cache/kdbench)")
+    p.add_argument(
+        "--cache-dir", metavar="DIR", help="teacher cache (default: $KDBENCH_CACHE, else ~/.cache/kdbench)"
+    )
     add_data_root(p)
     add_retrain_teachers(p)
     p.add_argument("--quiet", action="store_true", help="no progress bars")
@@ -265,29 +349,47 @@ def _add_common(p: argparse.ArgumentParser, results_default: str) -> None:
 def _add_profile(p: argparse.ArgumentParser, what: str) -> None:
     from kdbench.profiles import EXPERIMENTS, PROFILES
 
-    p.add_argument("--profile", default="cpu", help=f"{', '.join([*PROFILES, *EXPERIMENTS])}: {what} "
-                   "(default: %(default)s)")
-    p.add_argument("--grid", metavar="FILE.yaml", help="a grid YAML file with the profile fields, instead of "
-                   "--profile; its records go to results/<its name>")
+    p.add_argument(
+        "--profile",
+        default="cpu",
+        help=f"{', '.join([*PROFILES, *EXPERIMENTS])}: {what} (default: %(default)s)",
+    )
+    p.add_argument(
+        "--grid",
+        metavar="FILE.yaml",
+        help="a grid YAML file with the profile fields, instead of "
+        "--profile; its records go to results/<its name>",
+    )
 
 
 def _no_output_cache(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--no-output-cache", dest="share_outputs", action="store_false",
-                   help="compute every teacher output afresh instead of sharing them across cells")
+    p.add_argument(
+        "--no-output-cache",
+        dest="share_outputs",
+        action="store_false",
+        help="compute every teacher output afresh instead of sharing them across cells",
+    )
 
 
 def _add_fast_paths(p: argparse.ArgumentParser) -> None:
     """--precision and --memory-format of a run (kdbench.fastpaths)."""
-    p.add_argument("--precision", default="fp32", help="fp32, or bf16: loss terms under bf16 autocast (part of "
-                   "the cell id) (default: %(default)s)")
+    p.add_argument(
+        "--precision",
+        default="fp32",
+        help="fp32, or bf16: loss terms under bf16 autocast (part of the cell id) (default: %(default)s)",
+    )
     add_memory_format(p)
 
 
 def add_memory_format(p: argparse.ArgumentParser) -> None:
     """--memory-format of a run or grid (kdbench.fastpaths); run_all.py shares it."""
-    p.add_argument("--memory-format", default="auto", help="auto (the faster one, measured once per machine and "
-                   "cached), channels_last or contiguous; recorded in each record, not part of the cell id "
-                   "(default: %(default)s)")
+    p.add_argument(
+        "--memory-format",
+        default="auto",
+        help="auto (the faster one, measured once per machine and "
+        "cached), channels_last or contiguous; recorded in each record, not part of the cell id "
+        "(default: %(default)s)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -303,41 +405,94 @@ def build_parser() -> argparse.ArgumentParser:
     models = f"{', '.join(sorted(KDBENCH_MODELS))}, or any timm model name"
 
     p = sub.add_parser("methods", help="list every registered method with its metadata")
-    p.add_argument("--format", choices=["table", "json"], default="table",
-                   help="table (fits 100 columns) or json (everything) (default: %(default)s)")
-    p.add_argument("--verbose", action="store_true", help="each method's knowledge, reference, summary and "
-                   "hyperparameters")
+    p.add_argument(
+        "--format",
+        choices=["table", "json"],
+        default="table",
+        help="table (fits 100 columns) or json (everything) (default: %(default)s)",
+    )
+    p.add_argument(
+        "--verbose",
+        action="store_true",
+        help="each method's knowledge, reference, summary and hyperparameters",
+    )
     p.set_defaults(func=_methods)
 
-    p = sub.add_parser("run", help="train one student with one method (or one grid cell) and write its record")
+    p = sub.add_parser(
+        "run", help="train one student with one method (or one grid cell) and write its record"
+    )
     p.add_argument("--method", help=f"one of: {', '.join(sorted(METHODS))} (kdbench methods)")
     p.add_argument("--student", help=f"student architecture: {models}")
-    p.add_argument("--cell", metavar="ID", help="instead of the options below: the grid cell of --profile (or "
-                   "--grid) with this id, or the only one whose id starts so (kdbench grid --list shows them)")
+    p.add_argument(
+        "--cell",
+        metavar="ID",
+        help="instead of the options below: the grid cell of --profile (or "
+        "--grid) with this id, or the only one whose id starts so (kdbench grid --list shows them)",
+    )
     _add_profile(p, "the profile whose cell --cell names")
-    p.add_argument("--teacher", action="append", default=[], help="teacher architecture (repeat or "
-                   "comma-separate for methods with several), as --student")
+    p.add_argument(
+        "--teacher",
+        action="append",
+        default=[],
+        help="teacher architecture (repeat or comma-separate for methods with several), as --student",
+    )
     p.add_argument("--dataset", default="fashion-mnist", help=f"{', '.join(DATASETS)} (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="the student's seed (default: %(default)s)")
-    p.add_argument("--teacher-seed", type=int, default=0, help="the teachers' seed, shared by every student seed as "
-                   "in the grids (default: %(default)s)")
-    p.add_argument("--recipe", default="cpu", help=f"training recipe: {', '.join(RECIPES)} (default: %(default)s)")
+    p.add_argument(
+        "--teacher-seed",
+        type=int,
+        default=0,
+        help="the teachers' seed, shared by every student seed as in the grids (default: %(default)s)",
+    )
+    p.add_argument(
+        "--recipe", default="cpu", help=f"training recipe: {', '.join(RECIPES)} (default: %(default)s)"
+    )
     p.add_argument("--epochs", type=int, help="student epochs (default: the recipe's)")
     p.add_argument("--teacher-epochs", type=int, help="teacher epochs (default: the student's)")
     p.add_argument("--train-subset", type=int, metavar="N", help="train on N images (default: all)")
-    p.add_argument("--teacher-train-subset", type=int, metavar="N", help="the teachers' training images "
-                   "(default: the student's)")
-    p.add_argument("--val-size", type=int, default=0, metavar="N", help="images held out of training for "
-                   "validation (default: %(default)s)")
-    p.add_argument("--test-subset", type=int, metavar="N", help="a stratified N of the test set (default: all)")
-    p.add_argument("--label-noise", type=float, default=0.0, metavar="RATE", help="symmetric label noise on the "
-                   "training split, teachers' included (default: %(default)s)")
-    p.add_argument("--imbalance-ratio", type=float, default=1.0, metavar="R", help="long-tailed training split, "
-                   "largest over smallest class (default: %(default)s)")
-    p.add_argument("--hp", action="append", default=[], metavar="NAME=VALUE", help="method hyperparameter "
-                   "(repeatable); names and defaults: kdbench methods --verbose")
-    p.add_argument("--variant", default="", help="the name of a control run of the method, as a grid's "
-                   "variants name them (part of the cell id; default: none)")
+    p.add_argument(
+        "--teacher-train-subset",
+        type=int,
+        metavar="N",
+        help="the teachers' training images (default: the student's)",
+    )
+    p.add_argument(
+        "--val-size",
+        type=int,
+        default=0,
+        metavar="N",
+        help="images held out of training for validation (default: %(default)s)",
+    )
+    p.add_argument(
+        "--test-subset", type=int, metavar="N", help="a stratified N of the test set (default: all)"
+    )
+    p.add_argument(
+        "--label-noise",
+        type=float,
+        default=0.0,
+        metavar="RATE",
+        help="symmetric label noise on the training split, teachers' included (default: %(default)s)",
+    )
+    p.add_argument(
+        "--imbalance-ratio",
+        type=float,
+        default=1.0,
+        metavar="R",
+        help="long-tailed training split, largest over smallest class (default: %(default)s)",
+    )
+    p.add_argument(
+        "--hp",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="method hyperparameter (repeatable); names and defaults: kdbench methods --verbose",
+    )
+    p.add_argument(
+        "--variant",
+        default="",
+        help="the name of a control run of the method, as a grid's "
+        "variants name them (part of the cell id; default: none)",
+    )
     _add_common(p, "results/local")
     p.set_defaults(results_dir="results/local")
     _no_output_cache(p)
@@ -346,16 +501,34 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("grid", help="run (or resume) every cell of a profile")
     _add_profile(p, "the grid to run")
-    p.add_argument("--executor", help=f"{', '.join(EXECUTORS)}: one cell after another (default), a pool on this "
-                   "machine, or Ray tasks on $RAY_ADDRESS's cluster (else a local Ray)")
-    p.add_argument("--workers", type=int, help="jobs at once: the processes pool (default one per core) or Ray "
-                   "tasks in flight (default no cap); N > 1 without --executor means processes")
-    p.add_argument("--threads", type=int, help="torch threads per job; with ray also the CPUs each task asks for "
-                   "(default 1)")
-    p.add_argument("--retry-failed", action="store_true", help="run the cells whose record says they failed "
-                   "again (by default a finished cell, failed or not, is skipped)")
-    p.add_argument("--rerun-stale", action="store_true", help="run the cells whose record was written by other "
-                   "code than the current again (by default they are kept, and counted as 'stale')")
+    p.add_argument(
+        "--executor",
+        help=f"{', '.join(EXECUTORS)}: one cell after another (default), a pool on this "
+        "machine, or Ray tasks on $RAY_ADDRESS's cluster (else a local Ray)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="jobs at once: the processes pool (default one per core) or Ray "
+        "tasks in flight (default no cap); N > 1 without --executor means processes",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads per job; with ray also the CPUs each task asks for (default 1)",
+    )
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="run the cells whose record says they failed "
+        "again (by default a finished cell, failed or not, is skipped)",
+    )
+    p.add_argument(
+        "--rerun-stale",
+        action="store_true",
+        help="run the cells whose record was written by other "
+        "code than the current again (by default they are kept, and counted as 'stale')",
+    )
     p.add_argument("--list", action="store_true", help="print the cells and exit")
     _add_common(p, "results/<profile name>")
     _no_output_cache(p)
@@ -364,30 +537,54 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="time each method's training step against baseline and its ideal step")
     _add_profile(p, "its first pair, batch size and data")
-    p.add_argument("--methods", action="append", default=[], help="methods to time (repeat or comma-separate; "
-                   "default all of the profile's)")
-    p.add_argument("--warmup", type=int, default=3, help="untimed calls of each timed thing (default: %(default)s)")
-    p.add_argument("--repeats", type=int, default=5, help="timed passes; the median is reported "
-                   "(default: %(default)s)")
+    p.add_argument(
+        "--methods",
+        action="append",
+        default=[],
+        help="methods to time (repeat or comma-separate; default all of the profile's)",
+    )
+    p.add_argument(
+        "--warmup", type=int, default=3, help="untimed calls of each timed thing (default: %(default)s)"
+    )
+    p.add_argument(
+        "--repeats", type=int, default=5, help="timed passes; the median is reported (default: %(default)s)"
+    )
     p.add_argument("--steps", type=int, default=5, help="fixed batches in one pass (default: %(default)s)")
-    p.add_argument("--no-cached", dest="cached", action="store_false",
-                   help="skip the rows with teacher outputs served from the shared cache")
-    p.add_argument("--precision", help="time only fp32 or only bf16 (default: both, bf16 where the device has it)")
-    p.add_argument("--memory-format", help="time only channels_last or only contiguous (default: fp32 in both, "
-                   "bf16 in channels_last)")
+    p.add_argument(
+        "--no-cached",
+        dest="cached",
+        action="store_false",
+        help="skip the rows with teacher outputs served from the shared cache",
+    )
+    p.add_argument(
+        "--precision", help="time only fp32 or only bf16 (default: both, bf16 where the device has it)"
+    )
+    p.add_argument(
+        "--memory-format",
+        help="time only channels_last or only contiguous (default: fp32 in both, bf16 in channels_last)",
+    )
     _add_common(p, "results/<profile name>; perf.md and perf.csv")
     p.set_defaults(func=_bench)
 
-    p = sub.add_parser("teachers", help="put teachers released by others into the teacher cache, or ship cached "
-                       "ones inside the package")
-    actions = p.add_subparsers(dest="action", required=True, metavar="ACTION", help="import: a CIFAR-100 teacher "
-                               "checkpoint of RepDistiller or mdistiller, for the paper profile; ship: a profile's "
-                               "cached teachers into kdbench/shipped_teachers")
+    p = sub.add_parser(
+        "teachers",
+        help="put teachers released by others into the teacher cache, or ship cached ones inside the package",
+    )
+    actions = p.add_subparsers(
+        dest="action",
+        required=True,
+        metavar="ACTION",
+        help="import: a CIFAR-100 teacher "
+        "checkpoint of RepDistiller or mdistiller, for the paper profile; ship: a profile's "
+        "cached teachers into kdbench/shipped_teachers",
+    )
     _add_teachers_import(actions)
     _add_teachers_ship(actions)
 
     p = sub.add_parser("readme", help="regenerate README.md's method, profile and Table 4 sections")
-    p.add_argument("--root", default=".", help="the checkout holding README.md and results/ (default: %(default)s)")
+    p.add_argument(
+        "--root", default=".", help="the checkout holding README.md and results/ (default: %(default)s)"
+    )
     p.set_defaults(func=_readme)
     return parser
 
@@ -395,19 +592,40 @@ def build_parser() -> argparse.ArgumentParser:
 def _add_teachers_import(actions: argparse._SubParsersAction) -> None:
     from kdbench.teacher_import import PROFILE, SOURCES, supported_archs
 
-    p = actions.add_parser("import", help=f"map a released CIFAR-100 teacher onto a kdbench architecture, measure "
-                           f"it on the test set and cache it under the key the {PROFILE} profile gives it, so its "
-                           "runs skip training that teacher")
-    p.add_argument("path", metavar="PATH", help="the checkpoint, e.g. RepDistiller's "
-                   "save/models/resnet56_vanilla/ckpt_epoch_240.pth (a dict with 'model', or a state dict)")
-    p.add_argument("--from", dest="source", required=True, metavar="PROJECT",
-                   help=f"the project that released it: {', '.join(SOURCES)}")
-    p.add_argument("--arch", required=True, help=f"the kdbench architecture it is: {', '.join(supported_archs())}")
-    p.add_argument("--force", action="store_true", help="replace a teacher the cache already holds under that key")
-    p.add_argument("--device", default="auto", help="where to compute its test logits: auto (CUDA when present), "
-                   "cpu, cuda or cuda:N (default: %(default)s)")
-    p.add_argument("--cache-dir", metavar="DIR", help="teacher cache (default: $KDBENCH_CACHE, else "
-                   "~/.cache/kdbench)")
+    p = actions.add_parser(
+        "import",
+        help=f"map a released CIFAR-100 teacher onto a kdbench architecture, measure "
+        f"it on the test set and cache it under the key the {PROFILE} profile gives it, so its "
+        "runs skip training that teacher",
+    )
+    p.add_argument(
+        "path",
+        metavar="PATH",
+        help="the checkpoint, e.g. RepDistiller's "
+        "save/models/resnet56_vanilla/ckpt_epoch_240.pth (a dict with 'model', or a state dict)",
+    )
+    p.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        metavar="PROJECT",
+        help=f"the project that released it: {', '.join(SOURCES)}",
+    )
+    p.add_argument(
+        "--arch", required=True, help=f"the kdbench architecture it is: {', '.join(supported_archs())}"
+    )
+    p.add_argument(
+        "--force", action="store_true", help="replace a teacher the cache already holds under that key"
+    )
+    p.add_argument(
+        "--device",
+        default="auto",
+        help="where to compute its test logits: auto (CUDA when present), "
+        "cpu, cuda or cuda:N (default: %(default)s)",
+    )
+    p.add_argument(
+        "--cache-dir", metavar="DIR", help="teacher cache (default: $KDBENCH_CACHE, else ~/.cache/kdbench)"
+    )
     add_data_root(p)
     p.set_defaults(func=_teachers_import)
 
@@ -415,14 +633,24 @@ def _add_teachers_import(actions: argparse._SubParsersAction) -> None:
 def _add_teachers_ship(actions: argparse._SubParsersAction) -> None:
     from kdbench.teachers import SHIPPED_DIR
 
-    p = actions.add_parser("ship", help="export every teacher a profile needs from the teacher cache as safetensors "
-                           "with a checksummed JSON sidecar (key, meta, the command, code and machine that trained "
-                           "it), so the profile's cold start loads them instead of training them")
-    p.add_argument("--profile", default="cpu", help="the profile whose teachers to ship (default: %(default)s)")
-    p.add_argument("--dest", default=str(SHIPPED_DIR), metavar="DIR", help="where (default: the package's "
-                   "shipped_teachers folder)")
-    p.add_argument("--cache-dir", metavar="DIR", help="teacher cache (default: $KDBENCH_CACHE, else "
-                   "~/.cache/kdbench)")
+    p = actions.add_parser(
+        "ship",
+        help="export every teacher a profile needs from the teacher cache as safetensors "
+        "with a checksummed JSON sidecar (key, meta, the command, code and machine that trained "
+        "it), so the profile's cold start loads them instead of training them",
+    )
+    p.add_argument(
+        "--profile", default="cpu", help="the profile whose teachers to ship (default: %(default)s)"
+    )
+    p.add_argument(
+        "--dest",
+        default=str(SHIPPED_DIR),
+        metavar="DIR",
+        help="where (default: the package's shipped_teachers folder)",
+    )
+    p.add_argument(
+        "--cache-dir", metavar="DIR", help="teacher cache (default: $KDBENCH_CACHE, else ~/.cache/kdbench)"
+    )
     p.set_defaults(func=_teachers_ship)
 
 
@@ -453,11 +681,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         try:
             return args.func(args)
         except KdbenchError as exc:
-            print(f"kdbench: error: {' '.join(str(exc).split())}", file=sys.stderr)  # one line, whatever it wraps
+            print(
+                f"kdbench: error: {' '.join(str(exc).split())}", file=sys.stderr
+            )  # one line, whatever it wraps
             return 2
         except KeyboardInterrupt:
             print(INTERRUPTED, file=sys.stderr)
             return 130
-        except BrokenPipeError:  # `kdbench methods | head`: the reader left; say nothing more (Python's advice)
+        except (
+            BrokenPipeError
+        ):  # `kdbench methods | head`: the reader left; say nothing more (Python's advice)
             os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
             return 1

@@ -57,18 +57,27 @@ def structure(model: nn.Module) -> str:
         attrs = {a: getattr(module, a) for a in SHAPE_ATTRIBUTES if hasattr(module, a)}
         parts.append(f"{name} {type(module).__module__}.{type(module).__qualname__} {attrs}")
     for name, value in model.state_dict().items():
-        kind = (f"{tuple(value.shape)} {tuple(value.stride())} {value.dtype}" if isinstance(value, torch.Tensor)
-                else type(value).__name__)  # strides: a channels-last model runs other kernels
+        kind = (
+            f"{tuple(value.shape)} {tuple(value.stride())} {value.dtype}"
+            if isinstance(value, torch.Tensor)
+            else type(value).__name__
+        )  # strides: a channels-last model runs other kernels
         parts.append(f"{name} {kind}")
     return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
 
 
-def measurement_key(model: nn.Module, nbytes: int, input_shape: tuple[int, ...], device: torch.device) -> dict:
+def measurement_key(
+    model: nn.Module, nbytes: int, input_shape: tuple[int, ...], device: torch.device
+) -> dict:
     """Everything a deployable's measurement depends on."""
     return {
-        "structure": structure(model), "bytes": nbytes, "input_shape": list(input_shape), "device": device.type,
+        "structure": structure(model),
+        "bytes": nbytes,
+        "input_shape": list(input_shape),
+        "device": device.type,
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else env.cpu_model(),
-        "threads": torch.get_num_threads(), "torch": torch.__version__,
+        "threads": torch.get_num_threads(),
+        "torch": torch.__version__,
         "measuring_code": files_digest(tuple(package_root() / name for name in MEASURING_SOURCES)),
     }
 
@@ -85,21 +94,27 @@ def _read(path: Path) -> Costs | None:
         data = json.loads(path.read_bytes())
         return Costs(**{f.name: data[f.name] for f in fields(Costs)})
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        warnings.warn(KdbenchWarning(f"unreadable deployable measurement {path} ({exc}); measuring again"),
-                      stacklevel=2)
+        warnings.warn(
+            KdbenchWarning(f"unreadable deployable measurement {path} ({exc}); measuring again"), stacklevel=2
+        )
         path.unlink(missing_ok=True)
         return None
 
 
 def measure(
-    models: dict[str, tuple[nn.Module, int]], input_shape: tuple[int, ...], device: torch.device,
-    results_dir: str | Path, rounds: int = 10,
+    models: dict[str, tuple[nn.Module, int]],
+    input_shape: tuple[int, ...],
+    device: torch.device,
+    results_dir: str | Path,
+    rounds: int = 10,
 ) -> dict[str, Costs]:
     """The costs of each named (model, shipped bytes) on `device`: those measured before from
     `<results_dir>/deployables/`, the others measured now (their latencies interleaved, over `rounds` blocks at
     batch 1 and a third as many at batch 256) and kept there."""
     folder = Path(results_dir) / FOLDER
-    keys = {name: measurement_key(model, nbytes, input_shape, device) for name, (model, nbytes) in models.items()}
+    keys = {
+        name: measurement_key(model, nbytes, input_shape, device) for name, (model, nbytes) in models.items()
+    }
     paths = {name: _path(folder, key) for name, key in keys.items()}
     kept: dict[Path, Costs | None] = {}
     new = {}  # one name for each deployable not measured before (a student may share its teacher's architecture)
@@ -112,17 +127,27 @@ def measure(
         for name, costs in _measure_now(new, input_shape, device, rounds).items():
             text = json.dumps({"key": keys[name], **asdict(costs)}, indent=1, sort_keys=True)
             atomic_write_once(paths[name], text.encode())
-            kept[paths[name]] = _read(paths[name]) or costs  # the first writer's, should another cell have won
+            kept[paths[name]] = (
+                _read(paths[name]) or costs
+            )  # the first writer's, should another cell have won
     return {name: kept[path] for name, path in paths.items()}
 
 
-def _measure_now(models: dict[str, tuple[nn.Module, int]], input_shape: tuple[int, ...], device: torch.device,
-                 rounds: int) -> dict[str, Costs]:
+def _measure_now(
+    models: dict[str, tuple[nn.Module, int]], input_shape: tuple[int, ...], device: torch.device, rounds: int
+) -> dict[str, Costs]:
     plain = {name: model for name, (model, _) in models.items()}
     small = metrics.latencies(plain, input_shape, 1, device, rounds)
     large = metrics.latencies(plain, input_shape, LARGE_BATCH, device, max(3, rounds // 3), warmup=1)
     return {
-        name: Costs(metrics.count_parameters(model), nbytes, metrics.flops_per_image(model, input_shape, device),
-                    small[name].median_ms, small[name].iqr_ms, large[name].median_ms, large[name].iqr_ms)
+        name: Costs(
+            metrics.count_parameters(model),
+            nbytes,
+            metrics.flops_per_image(model, input_shape, device),
+            small[name].median_ms,
+            small[name].iqr_ms,
+            large[name].median_ms,
+            large[name].iqr_ms,
+        )
         for name, (model, nbytes) in models.items()
     }

@@ -78,6 +78,8 @@ RECIPES: dict[str, Recipe] = {
     # Nesterov momentum, batch 128 at lr 0.1; AUGMENT chosen by measurement (see README, "The cpu profile").
     "short": Recipe("short", 10, 128, 0.1, 0.9, 5e-4, (), 0.1, "onecycle", 0.1, True, "flip"),
 }
+
+
 def get_recipe(name: str) -> Recipe:
     if name not in RECIPES:
         raise unknown("recipe", name, RECIPES)
@@ -100,7 +102,9 @@ class FitStats:
     samples: int = 0
     peak_memory_bytes: int | None = 0  # None where the device's peak cannot be measured per run
     epoch_losses: list[dict[str, float]] = field(default_factory=list)
-    untimed_s: float = 0.0  # time spent in the caller's per-epoch and per-task hooks (evaluation), not training
+    untimed_s: float = (
+        0.0  # time spent in the caller's per-epoch and per-task hooks (evaluation), not training
+    )
 
     @property
     def samples_per_s(self) -> float:
@@ -126,8 +130,16 @@ def fit(
         tasks = begin_training(method, stream)
         for t, classes in enumerate(tasks or [None]):
             phase = stream if classes is None else start_task(method, stream, tasks, t)
-            _fit_phase(method, phase, recipe, epochs, stats, progress, desc if classes is None else f"{desc} task {t}",
-                       after_epoch)
+            _fit_phase(
+                method,
+                phase,
+                recipe,
+                epochs,
+                stats,
+                progress,
+                desc if classes is None else f"{desc} task {t}",
+                after_epoch,
+            )
             if after_task is not None:
                 _untimed(method, stats, after_task, t)
         stats.wall_time_s = time.perf_counter() - start - stats.untimed_s
@@ -171,7 +183,10 @@ def start_task(method: Method, stream: BatchStream, tasks: list[list[int]], t: i
 def optimizers(method: Method, recipe: Recipe) -> tuple[torch.optim.Optimizer, torch.optim.Optimizer | None]:
     """The main SGD optimiser and the method's auxiliary one (None without auxiliary parameters)."""
     opt = torch.optim.SGD(
-        method.trainable_parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay,
+        method.trainable_parameters(),
+        lr=recipe.lr,
+        momentum=recipe.momentum,
+        weight_decay=recipe.weight_decay,
         nesterov=recipe.nesterov,
     )
     aux_params = method.auxiliary_parameters()
@@ -186,7 +201,9 @@ def train_step(
     (kdbench.bench) both call this, so what is timed is exactly what is trained. The loss terms are computed
     in the run's precision (`Setup.precision`, see kdbench.fastpaths); backward and the update are not autocast."""
     terms: dict[str, torch.Tensor] = {}
-    precise = autocast(method.setup.device.type, method.setup.precision)  # data-free methods never read batch.x
+    precise = autocast(
+        method.setup.device.type, method.setup.precision
+    )  # data-free methods never read batch.x
     if aux_opt is not None:
         aux_opt.zero_grad(set_to_none=True)
         with precise:
@@ -205,12 +222,20 @@ def train_step(
 
 
 def _fit_phase(
-    method: Method, stream: BatchStream, recipe: Recipe, epochs: int, stats: FitStats, progress: bool, desc: str,
+    method: Method,
+    stream: BatchStream,
+    recipe: Recipe,
+    epochs: int,
+    stats: FitStats,
+    progress: bool,
+    desc: str,
     after_epoch: Callable[[int], None] | None = None,
 ) -> None:
     opt, aux_opt = optimizers(method, recipe)
     steps = len(stream)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: recipe.lr_factor(s, steps, epochs))  # stepped per batch
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: recipe.lr_factor(s, steps, epochs)
+    )  # stepped per batch
     step = len(stats.epoch_losses) * len(stream)
     bar = tqdm(range(epochs), desc=desc or type(method).__name__, disable=not progress, leave=False)
     for epoch in bar:

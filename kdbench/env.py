@@ -26,7 +26,10 @@ def git_commit() -> str | None:
     """The kdbench checkout's commit, or None when installed from a wheel or git is missing."""
     try:
         out = subprocess.run(
-            ["git", "rev-parse", "HEAD"], cwd=Path(kdbench.__file__).parent, capture_output=True, text=True,
+            ["git", "rev-parse", "HEAD"],
+            cwd=Path(kdbench.__file__).parent,
+            capture_output=True,
+            text=True,
             timeout=5,
         )
     except (OSError, subprocess.TimeoutExpired):
@@ -75,8 +78,12 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     visible = torch.cuda.device_count() if kind == "cuda" and torch.cuda.is_available() else 0
     if kind == "cuda" and not visible:
-        raise KdbenchError(f"device {name!r} requested but no CUDA GPU is visible; valid choices here: auto, cpu")
+        raise KdbenchError(
+            f"device {name!r} requested but no CUDA GPU is visible; valid choices here: auto, cpu"
+        )
     if colon and int(index) >= visible:
-        raise KdbenchError(f"device {name!r} requested but {visible} CUDA GPU(s) are visible; valid choices here: "
-                           f"auto, cpu, cuda, cuda:0 to cuda:{visible - 1}")
+        raise KdbenchError(
+            f"device {name!r} requested but {visible} CUDA GPU(s) are visible; valid choices here: "
+            f"auto, cpu, cuda, cuda:0 to cuda:{visible - 1}"
+        )
     return torch.device(name)

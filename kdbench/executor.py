@@ -40,7 +40,9 @@ def resolve_executor(executor: str | None, workers: int | None) -> str:
         return "processes" if (workers or 1) > 1 else "local"
     check_choice("executor", executor, EXECUTORS)
     if executor == "local" and (workers or 1) > 1:
-        raise KdbenchError(f"workers={workers} needs the processes or ray executor; local runs one job at a time")
+        raise KdbenchError(
+            f"workers={workers} needs the processes or ray executor; local runs one job at a time"
+        )
     if executor == "ray":
         _import_ray()  # a missing extra fails before any work, even with nothing left to run
     return executor
@@ -89,11 +91,15 @@ def run_jobs(
     if threads is not None and threads < 1:
         raise KdbenchError(f"threads must be at least 1, got {threads}")
     runner = {"local": _local, "processes": _processes, "ray": _ray}[name]
-    labels = [label(job) for job in jobs] if label and name == "local" else []  # only local runs them in order
+    labels = (
+        [label(job) for job in jobs] if label and name == "local" else []
+    )  # only local runs them in order
     return _with_bar(runner(fn, jobs, workers, threads, device), len(jobs), desc, progress, labels)
 
 
-def _with_bar(results: Iterator[Any], total: int, desc: str, progress: bool, labels: list[str]) -> Iterator[Any]:
+def _with_bar(
+    results: Iterator[Any], total: int, desc: str, progress: bool, labels: list[str]
+) -> Iterator[Any]:
     """`labels[i]`: the job running while i are done. smoothing=0: the ETA is the mean over the jobs done, not a
     recent window (one slow method among fast ones would swing a windowed estimate)."""
     with tqdm(total=total, desc=desc, disable=not progress or not total, smoothing=0) as bar:
@@ -135,7 +141,9 @@ def _pool_worker_init(threads: int) -> None:
     torch.set_num_threads(threads)
 
 
-def _processes(fn: Fn, jobs: list[Job], workers: int | None, threads: int | None, device: str) -> Iterator[Any]:
+def _processes(
+    fn: Fn, jobs: list[Job], workers: int | None, threads: int | None, device: str
+) -> Iterator[Any]:
     pool_size = workers or os.cpu_count() or 1
     if min(pool_size, len(jobs)) <= 1:
         yield from _local(fn, jobs, workers, threads, device)
@@ -163,8 +171,11 @@ def _init_ray(ray: ModuleType) -> None:
     if ray.is_initialized():
         return
     forwarded = {k: v for k, v in os.environ.items() if k.startswith("KDBENCH_")}
-    ray.init(address=os.environ.get("RAY_ADDRESS") or None, ignore_reinit_error=True,
-             runtime_env={"env_vars": forwarded} if forwarded else None)
+    ray.init(
+        address=os.environ.get("RAY_ADDRESS") or None,
+        ignore_reinit_error=True,
+        runtime_env={"env_vars": forwarded} if forwarded else None,
+    )
 
 
 def _task_resources(ray: ModuleType, device: str, threads: int) -> dict[str, float]:
@@ -176,8 +187,10 @@ def _task_resources(ray: ModuleType, device: str, threads: int) -> dict[str, flo
     if not any(res.get("CPU", 0) >= threads and res.get("GPU", 0) >= gpus for res in nodes):
         largest = max((int(res.get("CPU", 0)) for res in nodes), default=0)
         need = f"{threads} CPUs" + (" and a GPU" if gpus else "")
-        raise KdbenchError(f"no node of the Ray cluster has {need} (largest: {largest} CPUs, GPUs: {has_gpus}); "
-                           "lower --threads or pick another --device")
+        raise KdbenchError(
+            f"no node of the Ray cluster has {need} (largest: {largest} CPUs, GPUs: {has_gpus}); "
+            "lower --threads or pick another --device"
+        )
     return {"num_cpus": threads, "num_gpus": gpus}
 
 
@@ -206,7 +219,9 @@ def _ray(fn: Fn, jobs: list[Job], workers: int | None, threads: int | None, devi
     threads = threads or 1
     task = ray.remote(_threaded_call).options(**_task_resources(ray, device, threads))
     waiting = deque(jobs)
-    pending = [task.remote(fn, threads, waiting.popleft()) for _ in range(min(workers or len(jobs), len(jobs)))]
+    pending = [
+        task.remote(fn, threads, waiting.popleft()) for _ in range(min(workers or len(jobs), len(jobs)))
+    ]
     try:
         while pending:
             done, pending = ray.wait(pending, num_returns=1)

@@ -45,7 +45,9 @@ from kdbench.results import atomic_write_text
 PRECISIONS = ("fp32", "bf16")
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 LAYOUTS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
-PROBE_MARGIN = 0.95  # channels-last must take at most 95% of the contiguous step: noise never flips the default
+PROBE_MARGIN = (
+    0.95  # channels-last must take at most 95% of the contiguous step: noise never flips the default
+)
 PROBE_FORMAT = 1  # the cached decision's file format; a change re-probes
 
 
@@ -53,8 +55,10 @@ def check_precision(precision: str, device: torch.device) -> str:
     """`precision` if the device computes it; bf16 on a device without bf16 kernels is a one-line error."""
     check_choice("precision", precision, PRECISIONS)
     if precision == "bf16" and not env.bf16_supported(device):
-        raise KdbenchError(f"precision 'bf16' needs bf16 kernels, which {env.device_name(device)} lacks; "
-                           f"valid choices here: fp32")
+        raise KdbenchError(
+            f"precision 'bf16' needs bf16 kernels, which {env.device_name(device)} lacks; "
+            f"valid choices here: fp32"
+        )
     return precision
 
 
@@ -113,10 +117,27 @@ class ProbeKey:
     torch: str
 
     @classmethod
-    def of(cls, student: str, teachers: tuple[str, ...], info: DatasetInfo, batch_size: int, precision: str,
-           device: torch.device) -> ProbeKey:
-        return cls(student, tuple(teachers), info.num_classes, info.in_chans, info.image_size, batch_size, precision,
-                   env.device_name(device), torch.get_num_threads(), torch.__version__)
+    def of(
+        cls,
+        student: str,
+        teachers: tuple[str, ...],
+        info: DatasetInfo,
+        batch_size: int,
+        precision: str,
+        device: torch.device,
+    ) -> ProbeKey:
+        return cls(
+            student,
+            tuple(teachers),
+            info.num_classes,
+            info.in_chans,
+            info.image_size,
+            batch_size,
+            precision,
+            env.device_name(device),
+            torch.get_num_threads(),
+            torch.__version__,
+        )
 
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:20]
@@ -135,9 +156,22 @@ def resolve_memory_format(requested: str, key: ProbeKey, device: torch.device, c
         decision = _read_decision(path, key)  # probed by another process while this one waited
         if decision is None:
             ms = probe_memory_format(key, device)
-            decision = "channels_last" if ms["channels_last"] <= PROBE_MARGIN * ms["contiguous"] else "contiguous"
-            atomic_write_text(path, json.dumps({"format": PROBE_FORMAT, "key": asdict(key), "memory_format": decision,
-                                                "step_ms": ms, "margin": PROBE_MARGIN}, indent=1))
+            decision = (
+                "channels_last" if ms["channels_last"] <= PROBE_MARGIN * ms["contiguous"] else "contiguous"
+            )
+            atomic_write_text(
+                path,
+                json.dumps(
+                    {
+                        "format": PROBE_FORMAT,
+                        "key": asdict(key),
+                        "memory_format": decision,
+                        "step_ms": ms,
+                        "margin": PROBE_MARGIN,
+                    },
+                    indent=1,
+                ),
+            )
     return decision
 
 
@@ -147,12 +181,18 @@ def _read_decision(path: Path, key: ProbeKey) -> str | None:
         stored = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    ok = (isinstance(stored, dict) and stored.get("format") == PROBE_FORMAT
-          and stored.get("key") == json.loads(json.dumps(asdict(key))) and stored.get("memory_format") in LAYOUTS)
+    ok = (
+        isinstance(stored, dict)
+        and stored.get("format") == PROBE_FORMAT
+        and stored.get("key") == json.loads(json.dumps(asdict(key)))
+        and stored.get("memory_format") in LAYOUTS
+    )
     return stored["memory_format"] if ok else None
 
 
-def probe_memory_format(key: ProbeKey, device: torch.device, warmup: int = 2, repeats: int = 5) -> dict[str, float]:
+def probe_memory_format(
+    key: ProbeKey, device: torch.device, warmup: int = 2, repeats: int = 5
+) -> dict[str, float]:
     """Median milliseconds of the probe step (`_probe_step`) in each format, timed interleaved with the order
     alternating every round, so drifting background load hits both alike. The global RNG is left untouched."""
     with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
@@ -181,7 +221,9 @@ def _probe_step(key: ProbeKey, device: torch.device, layout: str) -> Callable[[]
     cross-entropy step (forward, backward, SGD), on one random batch."""
 
     def build(arch: str) -> nn.Module:
-        return prepare_model(create_model(arch, key.num_classes, key.in_chans).to(device), layout, key.precision)
+        return prepare_model(
+            create_model(arch, key.num_classes, key.in_chans).to(device), layout, key.precision
+        )
 
     student = build(key.student).train()
     teachers = [build(arch).eval() for arch in key.teachers]

@@ -45,6 +45,7 @@ def results_dir_for(profile: str, results_dir: str | Path | None = None) -> Path
     known = {**PROFILES, **EXPERIMENTS}.get(profile)
     return results_root() / (known.results or name if known is not None else name)
 
+
 def record_status(cfg: RunConfig, results_dir: str | Path) -> str | None:
     """The cell's record status ("ok", "failed"), or None when it has no readable record."""
     path = record_path(results_dir, cfg.cell_id())
@@ -75,13 +76,26 @@ def is_stale_cell(cfg: RunConfig, results_dir: str | Path) -> bool:
 
 def _failed_record(cfg: RunConfig, exc: BaseException, device: str) -> dict[str, Any]:
     return Record.of_cell(
-        cfg, "failed", get_method(cfg.method).info, resolve_device(device), error=f"{type(exc).__name__}: {exc}",
-        failed_step=getattr(exc, "step", None), traceback=traceback.format_exc(limit=8),
+        cfg,
+        "failed",
+        get_method(cfg.method).info,
+        resolve_device(device),
+        error=f"{type(exc).__name__}: {exc}",
+        failed_step=getattr(exc, "step", None),
+        traceback=traceback.format_exc(limit=8),
     ).to_dict()
 
 
-def run_cell(cfg: RunConfig, results_dir: str, device: str, cache_dir: str, share_outputs: bool = True,
-             retry_failed: bool = False, rerun_stale: bool = False, memory_format: str = "contiguous") -> str:
+def run_cell(
+    cfg: RunConfig,
+    results_dir: str,
+    device: str,
+    cache_dir: str,
+    share_outputs: bool = True,
+    retry_failed: bool = False,
+    rerun_stale: bool = False,
+    memory_format: str = "contiguous",
+) -> str:
     """Run one cell unless another run has claimed or finished it ("busy" / "skipped"); a failure inside the
     method is recorded as a failed cell instead of stopping the grid."""
     claim = cell_claim(results_dir, cfg)
@@ -90,8 +104,15 @@ def run_cell(cfg: RunConfig, results_dir: str, device: str, cache_dir: str, shar
     try:
         if is_finished(cfg, results_dir, retry_failed, rerun_stale):  # finished by another run meanwhile
             return "skipped"
-        run(cfg, device=device, results_dir=results_dir, cache_dir=cache_dir, progress=False,
-            share_outputs=share_outputs, memory_format=memory_format)
+        run(
+            cfg,
+            device=device,
+            results_dir=results_dir,
+            cache_dir=cache_dir,
+            progress=False,
+            share_outputs=share_outputs,
+            memory_format=memory_format,
+        )
         return "ok"
     except KdbenchError:
         raise
@@ -150,18 +171,43 @@ def run_grid(
     cells = all_cells(profile) if cells is None else cells
     finished = [is_finished(c, results_dir, retry_failed) for c in cells]
     stale = [done and is_stale_cell(c, results_dir) for c, done in zip(cells, finished, strict=True)]
-    todo = [c for c, done, old in zip(cells, finished, stale, strict=True) if not done or (rerun_stale and old)]
+    todo = [
+        c for c, done, old in zip(cells, finished, stale, strict=True) if not done or (rerun_stale and old)
+    ]
     counts = {"ok": 0, "failed": 0, "busy": 0, "skipped": len(cells) - len(todo), "stale": sum(stale)}
     if counts["stale"] and not rerun_stale:
-        warnings.warn(KdbenchWarning(f"{counts['stale']} finished cells of {results_dir} were run by other code than "
-                                     "the current; kept (run them again with --rerun-stale)"), stacklevel=2)
+        warnings.warn(
+            KdbenchWarning(
+                f"{counts['stale']} finished cells of {results_dir} were run by other code than "
+                "the current; kept (run them again with --rerun-stale)"
+            ),
+            stacklevel=2,
+        )
     with executor_session():  # one Ray connection for the teachers and the cells
-        train_teachers(todo, device=device, cache_dir=cache_dir, workers=workers, progress=progress,
-                       executor=executor, threads=threads)
-        jobs = [(c, results_dir, device, cache_dir, share_outputs, retry_failed, rerun_stale, memory_format)
-                for c in todo]
-        for status in run_jobs(_run_cell_job, jobs, workers, f"grid {profile.name}", progress, executor=executor,
-                               device=device, threads=threads, label=_cell_label):
+        train_teachers(
+            todo,
+            device=device,
+            cache_dir=cache_dir,
+            workers=workers,
+            progress=progress,
+            executor=executor,
+            threads=threads,
+        )
+        jobs = [
+            (c, results_dir, device, cache_dir, share_outputs, retry_failed, rerun_stale, memory_format)
+            for c in todo
+        ]
+        for status in run_jobs(
+            _run_cell_job,
+            jobs,
+            workers,
+            f"grid {profile.name}",
+            progress,
+            executor=executor,
+            device=device,
+            threads=threads,
+            label=_cell_label,
+        ):
             counts[status] += 1
     # a profile sharing another's folder (the zoo) describes itself beside it, not over it
     summary = "grid.yaml" if profile.results is None else f"grid-{profile.name}.yaml"

@@ -37,7 +37,9 @@ def _pid_alive(pid: int) -> bool:
 class Claim:
     """An exclusive, crash-recoverable claim on `path` (a `.lock` file); use `try_acquire` or `acquire`."""
 
-    def __init__(self, path: str | Path, stale_after_s: float = STALE_AFTER_S, heartbeat_s: float = HEARTBEAT_S):
+    def __init__(
+        self, path: str | Path, stale_after_s: float = STALE_AFTER_S, heartbeat_s: float = HEARTBEAT_S
+    ):
         self.path = Path(path)
         self.stale_after_s = stale_after_s
         self.heartbeat_s = heartbeat_s
@@ -93,7 +95,9 @@ class Claim:
         owner = self.owner()
         if owner.get("host") == socket.gethostname() and isinstance(owner.get("pid"), int):
             return not _pid_alive(owner["pid"])
-        return age > self.stale_after_s  # another host's owner, or a lock left empty: trust only the heartbeat
+        return (
+            age > self.stale_after_s
+        )  # another host's owner, or a lock left empty: trust only the heartbeat
 
     # ---- internals ----------------------------------------------------------------------------------------
     def _create(self) -> bool:
@@ -101,8 +105,12 @@ class Claim:
             fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
         except FileExistsError:
             return False
-        body = {"host": socket.gethostname(), "pid": os.getpid(), "token": self.token,
-                "since": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+        body = {
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "token": self.token,
+            "since": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        }
         with os.fdopen(fd, "w") as fh:
             json.dump(body, fh)
         return True

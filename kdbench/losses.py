@@ -28,7 +28,9 @@ def attention_map(feat: torch.Tensor, p: int = 2) -> torch.Tensor:
     return F.normalize(feat.pow(p).mean(1).flatten(1))
 
 
-def attention_transfer_loss(student_feat: torch.Tensor, teacher_feat: torch.Tensor, p: int = 2) -> torch.Tensor:
+def attention_transfer_loss(
+    student_feat: torch.Tensor, teacher_feat: torch.Tensor, p: int = 2
+) -> torch.Tensor:
     """AT for one feature pair: the larger map is average-pooled to the smaller; mean squared difference."""
     hs, ht = student_feat.shape[2], teacher_feat.shape[2]
     if hs > ht:
@@ -64,7 +66,10 @@ def _angles(e: torch.Tensor) -> torch.Tensor:
 
 
 def rkd_loss(
-    student_emb: torch.Tensor, teacher_emb: torch.Tensor, distance_weight: float = 25.0, angle_weight: float = 50.0
+    student_emb: torch.Tensor,
+    teacher_emb: torch.Tensor,
+    distance_weight: float = 25.0,
+    angle_weight: float = 50.0,
 ) -> torch.Tensor:
     """Park et al. 2019: Huber loss between mean-normalised pairwise distances, plus between the cosines of
     the angles every triplet forms; weights 25 and 50 as in the paper and RepDistiller."""
@@ -190,7 +195,9 @@ def standardize_logits(logits: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
     return (logits - logits.mean(dim=1, keepdim=True)) / (eps + logits.std(dim=1, keepdim=True))
 
 
-def lskd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 2.0) -> torch.Tensor:
+def lskd_loss(
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float = 2.0
+) -> torch.Tensor:
     """Logit-standardised KD: Hinton's T²-scaled KL between the Z-scored logits, so the student matches the
     teacher's logit relations, not their range or spread; `temperature` is the paper's base temperature."""
     return kd_loss(standardize_logits(student_logits), standardize_logits(teacher_logits), temperature)

@@ -64,7 +64,9 @@ def state_dict_bytes(model: nn.Module) -> int:
     return buffer.getbuffer().nbytes
 
 
-def flops_per_image(model: nn.Module, input_shape: tuple[int, ...], device: torch.device | str = "cpu") -> int:
+def flops_per_image(
+    model: nn.Module, input_shape: tuple[int, ...], device: torch.device | str = "cpu"
+) -> int:
     """Forward FLOPs for one image, counted by `torch.utils.flop_counter` (a multiply-add counts 2)."""
     was_training = model.training
     model.eval()
@@ -93,8 +95,13 @@ BLOCK_S = 0.01  # a timed block repeats the call for at least this long: clock r
 
 @torch.inference_mode()
 def latencies(
-    models: dict[str, nn.Module], input_shape: tuple[int, ...], batch_size: int, device: torch.device | str = "cpu",
-    rounds: int = 10, warmup: int = 2, threads: int | None = None,
+    models: dict[str, nn.Module],
+    input_shape: tuple[int, ...],
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    rounds: int = 10,
+    warmup: int = 2,
+    threads: int | None = None,
 ) -> dict[str, Latency]:
     """The forward-pass latency of each model on a `batch_size` batch, timed by `torch.utils.benchmark.Timer`
     (which synchronises an accelerator) on `threads` torch threads (default: the current number), after
@@ -131,8 +138,12 @@ def _summary(seconds: list[float]) -> Latency:
 
 
 def latency_ms(
-    model: nn.Module, input_shape: tuple[int, ...], batch_size: int, device: torch.device | str = "cpu",
-    repeats: int = 10, warmup: int = 2,
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    batch_size: int,
+    device: torch.device | str = "cpu",
+    repeats: int = 10,
+    warmup: int = 2,
 ) -> float:
     """The median latency of one model (`latencies`), in milliseconds."""
     return latencies({"model": model}, input_shape, batch_size, device, repeats, warmup)["model"].median_ms
@@ -146,7 +157,10 @@ def release_memory(device: torch.device | str) -> None:
         torch.cuda.empty_cache()
     try:
         ctypes.CDLL("libc.so.6").malloc_trim(0)
-    except (OSError, AttributeError):  # not glibc: freed heap memory stays resident, and peaks may be understated
+    except (
+        OSError,
+        AttributeError,
+    ):  # not glibc: freed heap memory stays resident, and peaks may be understated
         pass
 
 

@@ -32,8 +32,9 @@ from kdbench.methods import METHODS, TECHNIQUES  # noqa: E402
 REFERENCE_GID = "reference"
 REFERENCE_COLOUR = "0.45"
 # tab20 without its two greys (grey is the references'), then tab20b: 38 colours
-_PALETTE = [c for i, c in enumerate(plt.get_cmap("tab20").colors) if i not in (14, 15)] + \
-    list(plt.get_cmap("tab20b").colors)
+_PALETTE = [c for i, c in enumerate(plt.get_cmap("tab20").colors) if i not in (14, 15)] + list(
+    plt.get_cmap("tab20b").colors
+)
 _PAIR_MARKERS = "osD^v<>pPh*"
 BOOST_LINTHRESH = 1.0  # points: the boost axis is linear within ±1 point, logarithmic beyond
 
@@ -64,8 +65,9 @@ def _empty(title: str, reason: str = "no records yet") -> plt.Figure:
     return fig
 
 
-def _ci_errors(means: pd.Series, halves: pd.Series, low: float = -math.inf,
-               high: float = math.inf) -> np.ndarray:
+def _ci_errors(
+    means: pd.Series, halves: pd.Series, low: float = -math.inf, high: float = math.inf
+) -> np.ndarray:
     """Asymmetric error bars (2 × n) of mean ± half, clipped to [low, high]; none where there is no
     interval."""
     half = halves.fillna(0).to_numpy(float)
@@ -131,8 +133,15 @@ def boost_per_technique(df: pd.DataFrame) -> plt.Figure:
     for i, pair in enumerate(pairs):
         d = data[data["pair"] == pair].set_index("technique").reindex(techniques)
         ys = np.arange(len(techniques)) + i * height
-        ax.barh(ys, d["mean"], height, xerr=_ci_errors(d["mean"], d["half"]), label=_pair_name(pair),
-                capsize=2, color=plt.get_cmap("Set2")(i % 8))
+        ax.barh(
+            ys,
+            d["mean"],
+            height,
+            xerr=_ci_errors(d["mean"], d["half"]),
+            label=_pair_name(pair),
+            capsize=2,
+            color=plt.get_cmap("Set2")(i % 8),
+        )
     ax.set_yticks(np.arange(len(techniques)) + 0.4 - height / 2, techniques)
     _boost_axis(ax)
     ax.invert_yaxis()
@@ -192,9 +201,19 @@ def accuracy_vs_cost(df: pd.DataFrame, x: str, xlabel: str, title: str) -> plt.F
     dodge = _dodge(points)
     for (method, pair), g in points.groupby(["method", "pair"]):
         ref = is_reference(method)
-        ax.errorbar(g["cost"] * dodge[g.index], g["mean"], yerr=_ci_errors(g["mean"], g["half"], 0, 100),
-                    fmt=markers[pair], color=method_colour(method), mfc="none" if ref else None, ms=7,
-                    capsize=2, alpha=0.85, ls="none", gid=REFERENCE_GID if ref else method)
+        ax.errorbar(
+            g["cost"] * dodge[g.index],
+            g["mean"],
+            yerr=_ci_errors(g["mean"], g["half"], 0, 100),
+            fmt=markers[pair],
+            color=method_colour(method),
+            mfc="none" if ref else None,
+            ms=7,
+            capsize=2,
+            alpha=0.85,
+            ls="none",
+            gid=REFERENCE_GID if ref else method,
+        )
     front = _pareto(points[~references(points["method"])], "cost", "mean")
     if len(front):
         ax.plot(front["cost"], front["mean"], "k-", lw=1, alpha=0.6, gid="pareto")
@@ -202,12 +221,26 @@ def accuracy_vs_cost(df: pd.DataFrame, x: str, xlabel: str, title: str) -> plt.F
     ax.set_xlabel(f"{xlabel}; points of equal cost spread by up to ±{DODGE:.0%} to stay apart")
     ax.set_ylabel(f"student top-1 (%), {_ci_text(points['n'])}")
     shown = sorted(points["method"].unique(), key=lambda m: (is_reference(m), m))
-    handles = [Line2D([], [], color=method_colour(m), marker="o", ls="none", label=m) for m in shown
-               if not is_reference(m)]
-    handles += [Line2D([], [], color=REFERENCE_COLOUR, marker="o", mfc="none", ls="none", gid=REFERENCE_GID,
-                       label="reference: " + ", ".join(m for m in shown if is_reference(m)))]
-    handles += [Line2D([], [], color="black", marker=mk, ls="none", label=_pair_name(p))
-                for p, mk in markers.items()]
+    handles = [
+        Line2D([], [], color=method_colour(m), marker="o", ls="none", label=m)
+        for m in shown
+        if not is_reference(m)
+    ]
+    handles += [
+        Line2D(
+            [],
+            [],
+            color=REFERENCE_COLOUR,
+            marker="o",
+            mfc="none",
+            ls="none",
+            gid=REFERENCE_GID,
+            label="reference: " + ", ".join(m for m in shown if is_reference(m)),
+        )
+    ]
+    handles += [
+        Line2D([], [], color="black", marker=mk, ls="none", label=_pair_name(p)) for p, mk in markers.items()
+    ]
     handles += [Line2D([], [], color="black", lw=1, alpha=0.6, label="Pareto front (methods only)")]
     _legend_outside(ax, handles)
     fig.suptitle(title)
@@ -221,8 +254,10 @@ def boost_vs_overhead(df: pd.DataFrame) -> plt.Figure:
     title = "Accuracy boost against training-time overhead"
     joined = tables.with_reference(tables.main_setting(df))
     joined = joined[~references(joined["method"])]
-    rows = [{"method": m, "time_x": tables.pooled_ratio(g, "time_x"), **_summary(tables.per_seed(g, "boost"))}
-            for m, g in joined.groupby("method")]
+    rows = [
+        {"method": m, "time_x": tables.pooled_ratio(g, "time_x"), **_summary(tables.per_seed(g, "boost"))}
+        for m, g in joined.groupby("method")
+    ]
     points = pd.DataFrame(rows, columns=["method", "time_x", "mean", "half", "n"])
     points = points.dropna(subset=["mean", "time_x"])
     if points.empty:
@@ -230,10 +265,27 @@ def boost_vs_overhead(df: pd.DataFrame) -> plt.Figure:
     fig, ax = plt.subplots(figsize=(10, 6))
     for _, r in points.iterrows():
         yerr = None if r["n"] < 2 else [[r["half"]], [r["half"]]]
-        ax.errorbar([r["time_x"]], [r["mean"]], yerr=yerr, fmt="o", color=method_colour(r["method"]),
-                    capsize=3, ms=7, label=r["method"], gid=r["method"])
-    ax.plot([1], [0], marker="X", ms=10, color=REFERENCE_COLOUR, ls="none", gid=REFERENCE_GID,
-            label="reference (each method's own: ×1, +0)")
+        ax.errorbar(
+            [r["time_x"]],
+            [r["mean"]],
+            yerr=yerr,
+            fmt="o",
+            color=method_colour(r["method"]),
+            capsize=3,
+            ms=7,
+            label=r["method"],
+            gid=r["method"],
+        )
+    ax.plot(
+        [1],
+        [0],
+        marker="X",
+        ms=10,
+        color=REFERENCE_COLOUR,
+        ls="none",
+        gid=REFERENCE_GID,
+        label="reference (each method's own: ×1, +0)",
+    )
     _boost_axis(ax, "y")
     _plain_log_x(ax)
     ax.set_xlabel("standalone training time relative to the reference (×, log scale)")
@@ -247,8 +299,13 @@ def boost_vs_overhead(df: pd.DataFrame) -> plt.Figure:
 def _line(ax: plt.Axes, method: str, xs, means, errors=None, **kw) -> None:
     """One method's curve in its colour; a reference run grey and dashed, labelled as the reference."""
     ref = is_reference(method)
-    style = {"color": method_colour(method), "ls": "--" if ref else "-", "marker": "x" if ref else "o",
-             "label": f"{method} (reference)" if ref else method, "gid": REFERENCE_GID if ref else method}
+    style = {
+        "color": method_colour(method),
+        "ls": "--" if ref else "-",
+        "marker": "x" if ref else "o",
+        "label": f"{method} (reference)" if ref else method,
+        "gid": REFERENCE_GID if ref else method,
+    }
     if errors is None:
         ax.plot(xs, means, **style, **kw)
     else:
@@ -265,8 +322,13 @@ def robustness_curves(df: pd.DataFrame) -> plt.Figure:
     ns = []
     for ax, col, other, default, label in (
         (axes[0], "config.label_noise", "config.imbalance_ratio", 1.0, "symmetric label noise rate"),
-        (axes[1], "config.imbalance_ratio", "config.label_noise", 0.0,
-         "imbalance ratio (largest / smallest class)"),
+        (
+            axes[1],
+            "config.imbalance_ratio",
+            "config.label_noise",
+            0.0,
+            "imbalance ratio (largest / smallest class)",
+        ),
     ):
         for method, g in cells[cells[other] == default].groupby("method"):
             s = g.groupby(col).apply(lambda c: _summary(c.groupby("seed")["student_top1"].mean()))
@@ -300,8 +362,11 @@ def lifelong_curves(df: pd.DataFrame) -> plt.Figure:
         for task in mean.columns:
             ax.plot(mean.index[task:], mean[task][task:], marker="o", label=f"task {task}")
         name = f"{method} (reference)" if is_reference(method) else method
-        ax.set_title(f"{name}: {runs['seed'].nunique()} seeds", fontsize=9,
-                     gid=REFERENCE_GID if is_reference(method) else method)
+        ax.set_title(
+            f"{name}: {runs['seed'].nunique()} seeds",
+            fontsize=9,
+            gid=REFERENCE_GID if is_reference(method) else method,
+        )
         ax.set_xlabel("after training on task")
         ax.set_ylabel("accuracy on the task's classes (%)")
         ax.set_ylim(0, 100)
@@ -325,22 +390,34 @@ def nas_search(df: pd.DataFrame) -> plt.Figure:
     fig, (left, right) = plt.subplots(1, 2, figsize=(12, 4.5))
     for i, (_, r) in enumerate(cands.iterrows()):
         chosen = r["arch"] == rec["extras.chosen_arch"]
-        left.scatter(r["params"], r["score"], marker=_PAIR_MARKERS[i % len(_PAIR_MARKERS)],
-                     s=90 if chosen else 40, facecolors=None if r["in_budget"] else "none",
-                     edgecolors="black" if chosen else None,
-                     label=f"{r['arch'].replace('cifar_', '')}{' (chosen)' if chosen else ''}"
-                           f"{'' if r['in_budget'] else ' (over budget)'}")
+        left.scatter(
+            r["params"],
+            r["score"],
+            marker=_PAIR_MARKERS[i % len(_PAIR_MARKERS)],
+            s=90 if chosen else 40,
+            facecolors=None if r["in_budget"] else "none",
+            edgecolors="black" if chosen else None,
+            label=f"{r['arch'].replace('cifar_', '')}{' (chosen)' if chosen else ''}"
+            f"{'' if r['in_budget'] else ' (over budget)'}",
+        )
     left.axvline(rec["extras.param_budget"], color="red", ls="--", label="parameter budget")
     left.set_xlabel("parameters")
     left.set_ylabel("proxy score (higher is better)")
     left.set_title(f"search: seed {rec['seed']}, {rec['pair']}", fontsize=9)
     left.legend(fontsize=7)
     summary = nas.groupby(["pair", "label"]).apply(
-        lambda g: _summary(g.groupby("seed")["student_top1"].mean()))
+        lambda g: _summary(g.groupby("seed")["student_top1"].mean())
+    )
     for i, (pair, g) in enumerate(summary.groupby(level=0)):
         labels = [lbl if lbl != "nas" else "nas (searched)" for _, lbl in g.index]
-        right.errorbar([x + 0.1 * i for x in range(len(labels))], g["mean"], capsize=3, fmt="o",
-                       yerr=_ci_errors(g["mean"], g["half"], 0, 100), label=_pair_name(pair))
+        right.errorbar(
+            [x + 0.1 * i for x in range(len(labels))],
+            g["mean"],
+            capsize=3,
+            fmt="o",
+            yerr=_ci_errors(g["mean"], g["half"], 0, 100),
+            label=_pair_name(pair),
+        )
         right.set_xticks(range(len(labels)), labels, fontsize=8)
     right.set_ylabel(f"student top-1 (%), {_ci_text(summary['n'])}")
     right.set_title("searched student against the budget's extremes", fontsize=9)
@@ -359,8 +436,22 @@ def representatives(available: set[str]) -> list[str]:
     return [picks[t] for t in TECHNIQUES if t in picks]
 
 
-CANONICAL = {"kd", "fitnet", "rkd", "dml", "pskd", "crossmodal", "irg", "at", "dafl", "adversarial", "qkd", "nas",
-             "lwf", "multiteacher"}
+CANONICAL = {
+    "kd",
+    "fitnet",
+    "rkd",
+    "dml",
+    "pskd",
+    "crossmodal",
+    "irg",
+    "at",
+    "dafl",
+    "adversarial",
+    "qkd",
+    "nas",
+    "lwf",
+    "multiteacher",
+}
 
 
 def epoch_curves(df: pd.DataFrame) -> plt.Figure:
@@ -400,9 +491,11 @@ def epoch_curves(df: pd.DataFrame) -> plt.Figure:
 FIGURES = {
     "boost_per_technique": boost_per_technique,
     "accuracy_vs_size": lambda df: accuracy_vs_cost(
-        df, "deployable_bytes", "deployable size (bytes, log scale)", "Top-1 against deployable size"),
+        df, "deployable_bytes", "deployable size (bytes, log scale)", "Top-1 against deployable size"
+    ),
     "accuracy_vs_latency": lambda df: accuracy_vs_cost(
-        df, "latency_ms_b1", "latency at batch 1 (ms, log scale)", "Top-1 against batch-1 latency"),
+        df, "latency_ms_b1", "latency at batch 1 (ms, log scale)", "Top-1 against batch-1 latency"
+    ),
     "boost_vs_overhead": boost_vs_overhead,
     "epoch_curves": epoch_curves,
     "robustness": robustness_curves,

@@ -31,7 +31,9 @@ class Pair:
     teacher: str
     student: str
     kind: str = "same-family"  # or "different-family"
-    methods: tuple[str, ...] | None = None  # None: the profile's methods; else this pair runs these (and references)
+    methods: tuple[str, ...] | None = (
+        None  # None: the profile's methods; else this pair runs these (and references)
+    )
 
 
 @dataclass(frozen=True)
@@ -84,15 +86,28 @@ class Profile:
 
 def _cell(profile: Profile, method: str, pair: Pair, seed: int, **overrides: Any) -> RunConfig:
     needed = get_method(method).info.teachers
-    teachers = (pair.teacher, *profile.extra_teachers)[:needed]  # none for a teacher-free method: one cell a student
+    teachers = (pair.teacher, *profile.extra_teachers)[
+        :needed
+    ]  # none for a teacher-free method: one cell a student
     if len(teachers) < needed:
-        raise KdbenchError(f"method {method!r} needs {needed} teachers; add extra_teachers to profile {profile.name!r}")
+        raise KdbenchError(
+            f"method {method!r} needs {needed} teachers; add extra_teachers to profile {profile.name!r}"
+        )
     return RunConfig(
-        method=method, student=pair.student, teachers=teachers, dataset=profile.dataset, seed=seed,
-        recipe=profile.recipe, epochs=profile.epochs, teacher_epochs=profile.teacher_epochs,
-        train_subset=profile.train_subset, teacher_seed=profile.teacher_seed if needed else None,
-        teacher_train_subset=profile.teacher_train_subset if needed else None, test_subset=profile.test_subset,
-        hparams=dict(profile.hparams.get(method, {})), **overrides,
+        method=method,
+        student=pair.student,
+        teachers=teachers,
+        dataset=profile.dataset,
+        seed=seed,
+        recipe=profile.recipe,
+        epochs=profile.epochs,
+        teacher_epochs=profile.teacher_epochs,
+        train_subset=profile.train_subset,
+        teacher_seed=profile.teacher_seed if needed else None,
+        teacher_train_subset=profile.teacher_train_subset if needed else None,
+        test_subset=profile.test_subset,
+        hparams=dict(profile.hparams.get(method, {})),
+        **overrides,
     )
 
 
@@ -144,8 +159,28 @@ def _cell_source(spec: str) -> Callable[[Profile], list[RunConfig]]:
 # ---- the built-in profiles ---------------------------------------------------------------------------------------
 # One method (or two) per row of the survey's Table 4, and the references they are measured against: the cpu
 # profile's methods. The zoo profile adds every other registered method on the first pair.
-SURVEY_METHODS = ("kd", "dkd", "takd", "fitnet", "rkd", "sp", "dml", "byot", "pskd", "crossmodal", "irg", "at",
-                  "dafl", "deepinversion", "adversarial", "qkd", "nas", "lwf", "lifelong_joint", "multiteacher")
+SURVEY_METHODS = (
+    "kd",
+    "dkd",
+    "takd",
+    "fitnet",
+    "rkd",
+    "sp",
+    "dml",
+    "byot",
+    "pskd",
+    "crossmodal",
+    "irg",
+    "at",
+    "dafl",
+    "deepinversion",
+    "adversarial",
+    "qkd",
+    "nas",
+    "lwf",
+    "lifelong_joint",
+    "multiteacher",
+)
 # The cpu profile's time budget (under 150 minutes from a cold start on 2 cores) leaves out the costliest second
 # methods of a technique (DAFL beside DeepInversion, TAKD beside KD and DKD: the zoo profile runs them) and, on the
 # different-family pair, runs the methods whose cross-architecture behaviour the literature tabulates. That pair's
@@ -179,8 +214,10 @@ PROFILES: dict[str, Profile] = {
             "on the whole training set, so they know more than a student can learn from its budget."
         ),
         dataset="fashion-mnist",
-        pairs=(Pair("cifar_resnet20", "cifar_resnet8"),
-               Pair("cifar_mobilenetv2", "cifar_resnet8", "different-family", methods=CROSS_FAMILY_METHODS)),
+        pairs=(
+            Pair("cifar_resnet20", "cifar_resnet8"),
+            Pair("cifar_mobilenetv2", "cifar_resnet8", "different-family", methods=CROSS_FAMILY_METHODS),
+        ),
         seeds=(0, 1, 2, 3, 4),
         epochs=10,  # baseline's last epoch within 2 points of 3x the epochs (results/design/kd-10-epochs.md)
         teacher_epochs=3,
@@ -191,7 +228,9 @@ PROFILES: dict[str, Profile] = {
         extra_teachers=("cifar_wrn_16_2",),
         hparams={
             "deepinversion": {"synthesis_steps": 20},  # keeps the data-free cells within the time budget
-            "dkd": {"warmup_fraction": 20 / 240},  # mdistiller's 20-epoch warm-up of 240, scaled to the schedule
+            "dkd": {
+                "warmup_fraction": 20 / 240
+            },  # mdistiller's 20-epoch warm-up of 240, scaled to the schedule
         },
         robustness=Robustness(methods=("baseline", "kd"), seeds=(0, 1, 2)),
     ),
@@ -220,20 +259,29 @@ PROFILES: dict[str, Profile] = {
 }
 
 PROFILES["zoo"] = dataclasses.replace(
-    PROFILES["cpu"], name="zoo", pairs=PROFILES["cpu"].pairs[:1], methods=None, robustness=None,
+    PROFILES["cpu"],
+    name="zoo",
+    pairs=PROFILES["cpu"].pairs[:1],
+    methods=None,
+    robustness=None,
     # RepDistiller's headline "CRD+KD" row: -r 1 -a 1 -b 0.8, the Hinton term beside CRD's own
     variants={"crd": {"+kd": {"kd_weight": 1.0}}},
     results="cpu",
     description="Every registered method on the cpu profile's first pair, budget and seeds, into the cpu profile's "
-                "records (the cells they share run once), so its tables and Table 4 include the canonical "
-                "distillation zoo beside the survey's techniques.",
+    "records (the cells they share run once), so its tables and Table 4 include the canonical "
+    "distillation zoo beside the survey's techniques.",
 )
 
 # Experiments with cells of their own (`cells_from`) on a grid profile's data budget, so they share its teachers.
 EXPERIMENTS: dict[str, Profile] = {
     "claims": dataclasses.replace(
-        PROFILES["cpu"], name="claims", cells_from="kdbench.claims:all_cells", hparams={}, variants={},
-        robustness=None, seeds=(0, 1, 2),
+        PROFILES["cpu"],
+        name="claims",
+        cells_from="kdbench.claims:all_cells",
+        hparams={},
+        variants={},
+        robustness=None,
+        seeds=(0, 1, 2),
         description=(
             "The survey's Table 4 trade-off claims, each tested by a targeted experiment (kdbench.claims), on the "
             "cpu profile's data budget and teachers; under 3 hours on 2 CPU cores from a cold start."
@@ -272,14 +320,20 @@ def _conforms(value: Any, hint: Any) -> bool:
     if origin is tuple:
         return isinstance(value, list) and all(_conforms(v, args[0]) for v in value)
     if origin is dict:
-        return isinstance(value, dict) and all(_conforms(k, args[0]) and _conforms(v, args[1]) for k, v in value.items())
+        return isinstance(value, dict) and all(
+            _conforms(k, args[0]) and _conforms(v, args[1]) for k, v in value.items()
+        )
     if dataclasses.is_dataclass(hint):
         fields = typing.get_type_hints(hint)
-        return isinstance(value, dict) and all(_conforms(v, fields[k]) for k, v in value.items() if k in fields)
+        return isinstance(value, dict) and all(
+            _conforms(v, fields[k]) for k, v in value.items() if k in fields
+        )
     if hint is Any:
         return True
     kinds = (int, float) if hint is float else hint
-    return isinstance(value, kinds) and (hint is bool or not isinstance(value, bool))  # YAML's true is no number
+    return isinstance(value, kinds) and (
+        hint is bool or not isinstance(value, bool)
+    )  # YAML's true is no number
 
 
 def _describe(hint: Any) -> str:
@@ -308,8 +362,13 @@ def load_profile(path: str | Path) -> Profile:
     if not isinstance(raw, dict):
         raise KdbenchError(f"grid file {path} must hold a mapping of profile fields")
     fields = {f.name: f for f in dataclasses.fields(Profile)}
-    required = {n for n, f in fields.items() if f.default is dataclasses.MISSING and
-                f.default_factory is dataclasses.MISSING and n not in ("name", "description")}
+    required = {
+        n
+        for n, f in fields.items()
+        if f.default is dataclasses.MISSING
+        and f.default_factory is dataclasses.MISSING
+        and n not in ("name", "description")
+    }
     _check_fields(str(path), raw, set(fields), required)
     hints = typing.get_type_hints(Profile)
     for name, value in raw.items():
@@ -319,16 +378,24 @@ def load_profile(path: str | Path) -> Profile:
         pairs = []
         for i, p in enumerate(raw["pairs"]):
             _check_fields(f"{path}: pairs[{i}]", p, _PAIR_FIELDS, {"teacher", "student"})
-            pairs.append(Pair(**{**p, "methods": tuple(p["methods"]) if p.get("methods") is not None else None}))
+            pairs.append(
+                Pair(**{**p, "methods": tuple(p["methods"]) if p.get("methods") is not None else None})
+            )
         rob = raw.get("robustness")
         if rob is not None:
             _check_fields(f"{path}: robustness", rob, _ROBUSTNESS_FIELDS, set())
             rob = Robustness(**{k: None if v is None else tuple(v) for k, v in rob.items()})
         profile = Profile(
-            **{**raw, "name": raw.get("name", path.stem), "description": raw.get("description", f"user grid {path}"),
-               "pairs": tuple(pairs), "seeds": tuple(int(s) for s in raw["seeds"]), "robustness": rob,
-               "methods": tuple(raw["methods"]) if raw.get("methods") is not None else None,
-               "extra_teachers": tuple(raw.get("extra_teachers", ()))}
+            **{
+                **raw,
+                "name": raw.get("name", path.stem),
+                "description": raw.get("description", f"user grid {path}"),
+                "pairs": tuple(pairs),
+                "seeds": tuple(int(s) for s in raw["seeds"]),
+                "robustness": rob,
+                "methods": tuple(raw["methods"]) if raw.get("methods") is not None else None,
+                "extra_teachers": tuple(raw.get("extra_teachers", ())),
+            }
         )
     except (TypeError, ValueError, AttributeError) as exc:
         raise KdbenchError(f"grid file {path}: bad value ({exc})") from None
@@ -347,7 +414,9 @@ def validate(profile: Profile) -> None:
         for name in getattr(profile, section):
             if name not in METHODS:
                 raise unknown(f"method in {section}", name, METHODS)
-    for arch in {p.teacher for p in profile.pairs} | {p.student for p in profile.pairs} | set(profile.extra_teachers):
+    for arch in (
+        {p.teacher for p in profile.pairs} | {p.student for p in profile.pairs} | set(profile.extra_teachers)
+    ):
         create_model(arch, 10, 1)
     for cfg in all_cells(profile):
         cfg.resolve()

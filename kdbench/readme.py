@@ -14,21 +14,36 @@ from kdbench.results import atomic_write_text
 
 
 def methods_section() -> str:
-    rows = [{"method": f"`{r['name']}`", "technique": r["technique"], "scheme": r["scheme"],
-             "knowledge": r["knowledge"], "reference": r["reference"]} for r in catalogue()]
+    rows = [
+        {
+            "method": f"`{r['name']}`",
+            "technique": r["technique"],
+            "scheme": r["scheme"],
+            "knowledge": r["knowledge"],
+            "reference": r["reference"],
+        }
+        for r in catalogue()
+    ]
     return tables.to_markdown(pd.DataFrame(rows))
 
 
 def profiles_section() -> str:
     rows = []
     for p in profiles.PROFILES.values():
-        rows.append({
-            "profile": f"`{p.name}`", "dataset": p.dataset,
-            "pairs (teacher→student)": "; ".join(f"{x.teacher}→{x.student}" for x in p.pairs),
-            "seeds": len(p.seeds), "student epochs": p.epochs, "teacher epochs": p.teacher_epochs,
-            "train images": p.train_subset or "all", "test images": p.test_subset or "all",
-            "cells": len(profiles.all_cells(p)), "what for": p.description,
-        })
+        rows.append(
+            {
+                "profile": f"`{p.name}`",
+                "dataset": p.dataset,
+                "pairs (teacher→student)": "; ".join(f"{x.teacher}→{x.student}" for x in p.pairs),
+                "seeds": len(p.seeds),
+                "student epochs": p.epochs,
+                "teacher epochs": p.teacher_epochs,
+                "train images": p.train_subset or "all",
+                "test images": p.test_subset or "all",
+                "cells": len(profiles.all_cells(p)),
+                "what for": p.description,
+            }
+        )
     return tables.to_markdown(pd.DataFrame(rows))
 
 
@@ -47,15 +62,21 @@ def table4_section(results_dir: Path) -> str:
     source = run_md.read_text().splitlines()[4:7] if run_md.exists() else []
     cite = tables.survey_source()
     link = f"results/{results_dir.name}/tables/table4.md"
-    return "\n".join([
-        *(line for line in source if line.startswith("- ")), "",
-        f"Survey: {cite['authors']} ({cite['year']}), *{cite['title']}*, {cite['journal']}, "
-        f"doi:{cite['doi']}, {cite['table']}.", "",
-        f"**{tables.agreement_line(table)}** Measured labels are ranks among the measured techniques "
-        "(terciles; Very High for an outlier), as `kdbench.tables.LABEL_RULES` says; n in every interval "
-        "counts distinct seeds (`kdbench.tables.POOLING`). All columns, the pooling rule and what was left "
-        f"out: [{link}]({link}).",
-        "", tables.to_markdown(_table4_summary(table))])
+    return "\n".join(
+        [
+            *(line for line in source if line.startswith("- ")),
+            "",
+            f"Survey: {cite['authors']} ({cite['year']}), *{cite['title']}*, {cite['journal']}, "
+            f"doi:{cite['doi']}, {cite['table']}.",
+            "",
+            f"**{tables.agreement_line(table)}** Measured labels are ranks among the measured techniques "
+            "(terciles; Very High for an outlier), as `kdbench.tables.LABEL_RULES` says; n in every interval "
+            "counts distinct seeds (`kdbench.tables.POOLING`). All columns, the pooling rule and what was left "
+            f"out: [{link}]({link}).",
+            "",
+            tables.to_markdown(_table4_summary(table)),
+        ]
+    )
 
 
 def _table4_summary(table: pd.DataFrame) -> pd.DataFrame:
@@ -84,14 +105,23 @@ def claims_section(results_dir: Path) -> str:
     summary = pd.read_csv(path)
     link = f"results/{results_dir.name}/claims.md"
     rows = summary[["#", "technique", "the survey says", "measured (95% CI)", "replicates", "verdict"]]
-    return "\n".join([f"Effects are signed so that positive means what the survey says; experiments, per-claim tables "
-                      f"and figures: [{link}]({link}).", "", tables.to_markdown(rows)])
+    return "\n".join(
+        [
+            f"Effects are signed so that positive means what the survey says; experiments, per-claim tables "
+            f"and figures: [{link}]({link}).",
+            "",
+            tables.to_markdown(rows),
+        ]
+    )
 
 
 def render(readme: str, root: Path) -> str:
-    sections = {"methods": methods_section(), "profiles": profiles_section(),
-                "table4": table4_section(root / "results" / "cpu"),
-                "claims": claims_section(root / "results" / "claims")}
+    sections = {
+        "methods": methods_section(),
+        "profiles": profiles_section(),
+        "table4": table4_section(root / "results" / "cpu"),
+        "claims": claims_section(root / "results" / "claims"),
+    }
     for name, body in sections.items():
         pattern = re.compile(rf"(<!-- {name}:start -->\n)(?:.*?\n)?(<!-- {name}:end -->)", re.S)
         readme = pattern.sub(lambda m, body=body: f"{m.group(1)}{body}\n{m.group(2)}", readme)

@@ -3,11 +3,13 @@
 A record's numbers hold for the code that produced them: `code_version` names that code (the package version, a
 digest of the method's own source files and one of the shared training and measuring code), and a record whose
 version differs from the current code's is stale (`is_stale`): the tables can leave it out and a grid can run
-its cell again.
+its cell again. The digests are of the code's syntax tree without docstrings, so reformatting, comments and
+documentation leave records current, and any change to what the code does makes them stale.
 """
 
 from __future__ import annotations
 
+import ast
 import functools
 import hashlib
 import inspect
@@ -28,7 +30,16 @@ SCHEMA_VERSION = 2
 
 # The code every method's numbers depend on: the training loop, the run, the losses, the data, the models and
 # what is measured. Files and folders inside the kdbench package.
-CORE_SOURCES = ("engine.py", "runner.py", "fastpaths.py", "losses.py", "metrics.py", "deployables.py", "data", "models")
+CORE_SOURCES = (
+    "engine.py",
+    "runner.py",
+    "fastpaths.py",
+    "losses.py",
+    "metrics.py",
+    "deployables.py",
+    "data",
+    "models",
+)
 METHODS_PACKAGE = "kdbench.methods"
 DIGEST_CHARS = 12
 
@@ -89,7 +100,9 @@ class Record:
     extra_params: int | None = None
     train_flops_per_sample: int | None = None
     train_time_s: float | None = None
-    standalone_train_time_s: float | None = None  # set by the runner: training time without shared teacher outputs
+    standalone_train_time_s: float | None = (
+        None  # set by the runner: training time without shared teacher outputs
+    )
     train_samples_per_s: float | None = None
     peak_memory_bytes: int | None = None  # None where it cannot be measured (kdbench.metrics.PeakMemory)
     teacher_train_time_s: float | None = None
@@ -114,19 +127,34 @@ class Record:
     traceback: str | None = None
 
     @classmethod
-    def of_cell(cls, cfg: RunConfig, status: str, info: MethodInfo, device: torch.device, **fields: Any) -> Record:
+    def of_cell(
+        cls, cfg: RunConfig, status: str, info: MethodInfo, device: torch.device, **fields: Any
+    ) -> Record:
         """A record of `cfg` with its identity, code version, environment and time filled in."""
         # imported here, as the methods are below: reading records (kdbench.results) needs no torch
         from kdbench import env
 
         resolved = cfg.resolve()
         return cls(
-            cell_id=cfg.cell_id(), status=status, config=resolved, method=cfg.method, variant=cfg.variant,
-            technique=info.technique, compare_to=info.compare_to, techniques=list(info.techniques),
-            scheme=info.scheme, teacher=cfg.teachers[0] if cfg.teachers else None, teachers=list(cfg.teachers),
-            student=cfg.student, dataset=cfg.dataset, seed=cfg.seed, epochs=resolved["epochs"],
-            code_version=current_code_version(cfg.method), env=env.describe(device),
-            finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"), **fields,
+            cell_id=cfg.cell_id(),
+            status=status,
+            config=resolved,
+            method=cfg.method,
+            variant=cfg.variant,
+            technique=info.technique,
+            compare_to=info.compare_to,
+            techniques=list(info.techniques),
+            scheme=info.scheme,
+            teacher=cfg.teachers[0] if cfg.teachers else None,
+            teachers=list(cfg.teachers),
+            student=cfg.student,
+            dataset=cfg.dataset,
+            seed=cfg.seed,
+            epochs=resolved["epochs"],
+            code_version=current_code_version(cfg.method),
+            env=env.describe(device),
+            finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            **fields,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -135,14 +163,48 @@ class Record:
 
 @functools.cache
 def files_digest(paths: tuple[Path, ...]) -> str:
-    """A digest of the files' contents and their paths inside the package (not the checkout's location, so
-    records written in another checkout of the same code are current here too). Cached: hashed once a process,
+    """A digest of the files' code (`code_text`) and their paths inside the package (not the checkout's location,
+    so records written in another checkout of the same code are current here too). Cached: hashed once a process,
     as the code a process runs is the code it imported."""
     root = package_root()
     digest = hashlib.sha256()
     for path in sorted(paths):
-        digest.update(str(path.relative_to(root)).encode() + b"\0" + path.read_bytes() + b"\0")
+        digest.update(
+            str(path.relative_to(root)).encode() + b"\0" + code_text(path.read_text()).encode() + b"\0"
+        )
     return digest.hexdigest()[:DIGEST_CHARS]
+
+
+def code_text(source: str) -> str:
+    """What a module does, without how it is laid out: its syntax tree, docstrings removed, written out by
+    `_canonical` (not `ast.dump`, whose text changes between Python versions)."""
+    tree = ast.parse(source)
+    for node in ast.walk(tree):
+        body = getattr(node, "body", None)
+        if (
+            isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef))
+            and body
+            and isinstance(body[0], ast.Expr)
+            and isinstance(body[0].value, ast.Constant)
+            and isinstance(body[0].value.value, str)
+        ):
+            node.body = body[1:] or [ast.Pass()]
+    return _canonical(tree)
+
+
+def _canonical(node: object) -> str:
+    """A node as its type and its non-empty fields, by name: fields a newer Python adds empty (type parameters,
+    say) leave the text unchanged."""
+    if isinstance(node, ast.AST):
+        fields = (
+            f"{name}={_canonical(value)}"
+            for name, value in sorted(ast.iter_fields(node))
+            if value is not None and value != []
+        )
+        return f"{type(node).__name__}({','.join(fields)})"
+    if isinstance(node, list):
+        return "[" + ",".join(_canonical(item) for item in node) + "]"
+    return repr(node)
 
 
 def package_root() -> Path:
@@ -159,8 +221,15 @@ def core_files() -> tuple[Path, ...]:
 
 def method_files(method: type[Method]) -> tuple[Path, ...]:
     """The source files of the method's class and of its base classes inside kdbench.methods."""
-    return tuple(sorted({Path(inspect.getsourcefile(c)).resolve() for c in method.__mro__
-                         if c.__module__.startswith(METHODS_PACKAGE)}))
+    return tuple(
+        sorted(
+            {
+                Path(inspect.getsourcefile(c)).resolve()
+                for c in method.__mro__
+                if c.__module__.startswith(METHODS_PACKAGE)
+            }
+        )
+    )
 
 
 def current_code_version(method: str) -> dict[str, str]:
@@ -168,8 +237,11 @@ def current_code_version(method: str) -> dict[str, str]:
     # imported here: the methods import kdbench.results, which imports this module
     from kdbench.methods import get_method
 
-    return {"package": kdbench.__version__, "method": files_digest(method_files(get_method(method))),
-            "core": files_digest(core_files())}
+    return {
+        "package": kdbench.__version__,
+        "method": files_digest(method_files(get_method(method))),
+        "core": files_digest(core_files()),
+    }
 
 
 def is_stale(record: dict[str, Any]) -> bool:

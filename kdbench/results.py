@@ -103,7 +103,9 @@ def record_path(results_dir: str | Path, cell_id: str) -> Path:
 
 
 def write_record(record: dict[str, Any], results_dir: str | Path) -> Path:
-    return atomic_write_text(record_path(results_dir, record["cell_id"]), json.dumps(record, indent=1, sort_keys=True))
+    return atomic_write_text(
+        record_path(results_dir, record["cell_id"]), json.dumps(record, indent=1, sort_keys=True)
+    )
 
 
 def read_record(path: str | Path) -> dict[str, Any]:
@@ -111,19 +113,37 @@ def read_record(path: str | Path) -> dict[str, Any]:
     try:
         record = json.loads(Path(path).read_bytes())
     except ValueError as exc:
-        raise KdbenchError(f"record {path} is not valid JSON ({exc}); delete it, and its cell runs again") from None
+        raise KdbenchError(
+            f"record {path} is not valid JSON ({exc}); delete it, and its cell runs again"
+        ) from None
     if not isinstance(record, dict):
-        raise KdbenchError(f"record {path} holds no record (a JSON object); delete it, and its cell runs again")
+        raise KdbenchError(
+            f"record {path} holds no record (a JSON object); delete it, and its cell runs again"
+        )
     return record
 
 
 # Fields that differ between two runs of the same cell on the same machine: wall-clock measurements, where and
 # when it ran, and whether shared work (a teacher, cached teacher outputs) was found or done by this run.
 # Latencies are measured once per deployable (kdbench.deployables), but in each results folder afresh.
-VOLATILE_FIELDS = ("train_time_s", "train_samples_per_s", "peak_memory_bytes", "latency_ms_b1", "latency_ms_b1_iqr",
-                   "latency_ms_b256", "latency_ms_b256_iqr", "teacher_train_time_s", "teacher_latency_ms_b1",
-                   "teacher_latency_ms_b1_iqr", "teacher_latency_ms_b256", "teacher_latency_ms_b256_iqr",
-                   "teachers_from_cache", "finished_at", "env", "path")
+VOLATILE_FIELDS = (
+    "train_time_s",
+    "train_samples_per_s",
+    "peak_memory_bytes",
+    "latency_ms_b1",
+    "latency_ms_b1_iqr",
+    "latency_ms_b256",
+    "latency_ms_b256_iqr",
+    "teacher_train_time_s",
+    "teacher_latency_ms_b1",
+    "teacher_latency_ms_b1_iqr",
+    "teacher_latency_ms_b256",
+    "teacher_latency_ms_b256_iqr",
+    "teachers_from_cache",
+    "finished_at",
+    "env",
+    "path",
+)
 VOLATILE_SUFFIX = "_time_s"  # in `extras` too: search, synthesis and assistant times
 
 
@@ -132,8 +152,13 @@ def comparable(record: dict[str, Any]) -> dict[str, Any]:
 
     def strip(value: Any) -> Any:
         if isinstance(value, dict):
-            return {k: strip(v) for k, v in value.items()
-                    if k not in VOLATILE_FIELDS and not k.endswith(VOLATILE_SUFFIX) and k != "teacher_output_cache"}
+            return {
+                k: strip(v)
+                for k, v in value.items()
+                if k not in VOLATILE_FIELDS
+                and not k.endswith(VOLATILE_SUFFIX)
+                and k != "teacher_output_cache"
+            }
         return value
 
     return strip(record)

@@ -30,7 +30,9 @@ from kdbench.stats import is_collapsed
 from kdbench.teacher_outputs import DEFAULT_FEATURE_BUDGET_BYTES, TeacherOutputCache
 from kdbench.teachers import CachedTeacher, TeacherCache, TeacherKey
 
-SPLIT_SEED = 0  # the training subset and validation split are the same for every seed: seeds vary init and order
+SPLIT_SEED = (
+    0  # the training subset and validation split are the same for every seed: seeds vary init and order
+)
 EVAL_BATCH = 1000
 TEACHER_SEED_STRIDE = 100  # teacher i is trained with seed (teacher_seed or the cell's seed) + 100 i
 
@@ -57,15 +59,21 @@ class RunConfig:
     imbalance_ratio: float = 1.0  # long-tailed training split, largest / smallest class
     test_subset: int | None = None  # None: the whole test set (a stratified subset only for plumbing checks)
     hparams: dict[str, Any] = field(default_factory=dict)
-    variant: str = ""  # a named control run of the method in a grid (e.g. nas "smallest"); "" is the method itself
-    precision: str = "fp32"  # "bf16": loss terms under bf16 autocast (kdbench.fastpaths); in the cell id only then
+    variant: str = (
+        ""  # a named control run of the method in a grid (e.g. nas "smallest"); "" is the method itself
+    )
+    precision: str = (
+        "fp32"  # "bf16": loss terms under bf16 autocast (kdbench.fastpaths); in the cell id only then
+    )
 
     def resolve(self) -> dict[str, Any]:
         """The fully resolved config: defaults filled in, names checked. Its hash is the cell id."""
         method = get_method(self.method)
         if len(self.teachers) < method.info.teachers:
             need = method.info.teachers
-            raise KdbenchError(f"method {self.method!r} needs {need} teacher{'s' * (need > 1)}; pass --teacher")
+            raise KdbenchError(
+                f"method {self.method!r} needs {need} teacher{'s' * (need > 1)}; pass --teacher"
+            )
         for arch in (self.student, *self.teachers):  # before any teacher is trained for an unknown student
             check_model(arch)
         recipe = get_recipe(self.recipe)
@@ -124,7 +132,12 @@ def teacher_subset(cfg: RunConfig, num_train: int) -> int | None:
 
 
 def prepare_data(
-    cfg: RunConfig, recipe: Recipe, device: torch.device, data_root: str | None, seed: int, for_teacher: bool = False
+    cfg: RunConfig,
+    recipe: Recipe,
+    device: torch.device,
+    data_root: str | None,
+    seed: int,
+    for_teacher: bool = False,
 ) -> Prepared:
     """The cell's training split (subset, imbalance, noise: all fixed by the config, not the seed) and test set;
     `for_teacher`: the teachers' training split instead (same validation images held out, same noise and imbalance)."""
@@ -132,17 +145,41 @@ def prepare_data(
     subset = teacher_subset(cfg, len(data.y_train)) if for_teacher else cfg.train_subset
     train_idx, val_idx = train_val_indices(data.y_train, subset, cfg.val_size, SPLIT_SEED)
     train_idx = long_tailed_indices(data.y_train, train_idx, cfg.imbalance_ratio, data.info.num_classes)
-    labels = symmetric_label_noise(data.y_train[train_idx], cfg.label_noise, data.info.num_classes, SPLIT_SEED)
-    train = BatchStream(data.x_train[train_idx], labels, data.info, recipe.batch_size, seed, True, device, train_idx,
-                        recipe.augment)
+    labels = symmetric_label_noise(
+        data.y_train[train_idx], cfg.label_noise, data.info.num_classes, SPLIT_SEED
+    )
+    train = BatchStream(
+        data.x_train[train_idx],
+        labels,
+        data.info,
+        recipe.batch_size,
+        seed,
+        True,
+        device,
+        train_idx,
+        recipe.augment,
+    )
     test_idx = torch.arange(len(data.y_test))
     if cfg.test_subset is not None:
-        test_idx = stratified_indices(data.y_test, cfg.test_subset, torch.Generator().manual_seed(SPLIT_SEED)).sort().values
-    test = BatchStream(data.x_test[test_idx], data.y_test[test_idx], data.info, EVAL_BATCH, train=False, device=device)
+        test_idx = (
+            stratified_indices(data.y_test, cfg.test_subset, torch.Generator().manual_seed(SPLIT_SEED))
+            .sort()
+            .values
+        )
+    test = BatchStream(
+        data.x_test[test_idx], data.y_test[test_idx], data.info, EVAL_BATCH, train=False, device=device
+    )
     val = None
     if len(val_idx):
-        val = BatchStream(data.x_train[val_idx], data.y_train[val_idx], data.info, EVAL_BATCH, train=False,
-                          device=device, index=val_idx)
+        val = BatchStream(
+            data.x_train[val_idx],
+            data.y_train[val_idx],
+            data.info,
+            EVAL_BATCH,
+            train=False,
+            device=device,
+            index=val_idx,
+        )
     return Prepared(data, train, test, val)
 
 
@@ -151,15 +188,26 @@ def teacher_key(cfg: RunConfig, index: int) -> TeacherKey:
     base_seed = cfg.seed if cfg.teacher_seed is None else cfg.teacher_seed
     recipe = get_recipe(cfg.recipe)
     return TeacherKey(
-        cfg.dataset, cfg.teachers[index], json.dumps(recipe.as_dict(), sort_keys=True), cfg.resolve()["teacher_epochs"],
-        cfg.train_subset if cfg.teacher_train_subset is None else cfg.teacher_train_subset, cfg.val_size,
+        cfg.dataset,
+        cfg.teachers[index],
+        json.dumps(recipe.as_dict(), sort_keys=True),
+        cfg.resolve()["teacher_epochs"],
+        cfg.train_subset if cfg.teacher_train_subset is None else cfg.teacher_train_subset,
+        cfg.val_size,
         base_seed + TEACHER_SEED_STRIDE * index,
-        label_noise=cfg.label_noise, imbalance_ratio=cfg.imbalance_ratio, test_subset=cfg.test_subset,
+        label_noise=cfg.label_noise,
+        imbalance_ratio=cfg.imbalance_ratio,
+        test_subset=cfg.test_subset,
     )
 
 
 def get_teacher(
-    cfg: RunConfig, index: int, device: torch.device, cache: TeacherCache, data_root=None, progress: bool = True
+    cfg: RunConfig,
+    index: int,
+    device: torch.device,
+    cache: TeacherCache,
+    data_root=None,
+    progress: bool = True,
 ) -> CachedTeacher:
     """The cell's `index`-th teacher from the cache, trained (with `baseline`, on the cell's data) if absent."""
     key = teacher_key(cfg, index)
@@ -172,14 +220,32 @@ def get_teacher(
         return create_model(key.arch, info.num_classes, info.in_chans)
 
     def train(model):
-        setup = Setup(model, [], info, lambda name: create_model(name, info.num_classes, info.in_chans),
-                      prepared.train.num_samples, key.epochs, len(prepared.train), device)
-        stats = fit(get_method("baseline")(setup), prepared.train, recipe, key.epochs, progress=progress,
-                    desc=f"teacher {key.arch}")
+        setup = Setup(
+            model,
+            [],
+            info,
+            lambda name: create_model(name, info.num_classes, info.in_chans),
+            prepared.train.num_samples,
+            key.epochs,
+            len(prepared.train),
+            device,
+        )
+        stats = fit(
+            get_method("baseline")(setup),
+            prepared.train,
+            recipe,
+            key.epochs,
+            progress=progress,
+            desc=f"teacher {key.arch}",
+        )
         logits, labels = metrics.predict(model, prepared.test)
         # size, FLOPs and latency are measured with the students' (kdbench.deployables), in the same conditions
-        return {"top1": metrics.accuracy(logits, labels), "test_logits": logits, "train_time_s": stats.wall_time_s,
-                "train_images": prepared.train.num_samples}
+        return {
+            "top1": metrics.accuracy(logits, labels),
+            "test_logits": logits,
+            "train_time_s": stats.wall_time_s,
+            "train_images": prepared.train.num_samples,
+        }
 
     return cache.get(key, build, train)
 
@@ -190,8 +256,14 @@ def _warm_teacher(job: tuple[RunConfig, int, str, str]) -> None:
 
 
 def train_teachers(
-    cells: list[RunConfig], device: str, cache_dir: str, workers: int | None = None, progress: bool = True, *,
-    executor: str | None = None, threads: int | None = None,
+    cells: list[RunConfig],
+    device: str,
+    cache_dir: str,
+    workers: int | None = None,
+    progress: bool = True,
+    *,
+    executor: str | None = None,
+    threads: int | None = None,
 ) -> int:
     """Train every distinct teacher the cells need, once, before the cells run; returns how many were needed.
     `executor`, `workers`, `threads`: as `kdbench.executor.run_jobs`."""
@@ -200,15 +272,21 @@ def train_teachers(
         for i in range(len(cfg.teachers)):
             unique.setdefault(teacher_key(cfg, i), (cfg, i))
     jobs = [(cfg, i, device, cache_dir) for cfg, i in unique.values()]
-    for _ in run_jobs(_warm_teacher, jobs, workers, "teachers", progress, executor=executor, device=device,
-                      threads=threads):
+    for _ in run_jobs(
+        _warm_teacher, jobs, workers, "teachers", progress, executor=executor, device=device, threads=threads
+    ):
         pass
     return len(jobs)
 
 
 def build_method(
-    cfg: RunConfig, dev: torch.device, cache: TeacherCache, data_root: str | Path | None = None, progress: bool = True,
-    share_outputs: bool = False, feature_budget_bytes: int = DEFAULT_FEATURE_BUDGET_BYTES,
+    cfg: RunConfig,
+    dev: torch.device,
+    cache: TeacherCache,
+    data_root: str | Path | None = None,
+    progress: bool = True,
+    share_outputs: bool = False,
+    feature_budget_bytes: int = DEFAULT_FEATURE_BUDGET_BYTES,
     memory_format: str = "contiguous",
 ) -> tuple[Method, Prepared, list[CachedTeacher]]:
     """The cell's data, its teachers (from the cache, trained if absent) and its untrained method, seeded as
@@ -231,15 +309,35 @@ def build_method(
     torch.manual_seed(cfg.seed)
 
     def make_model(name: str) -> torch.nn.Module:
-        return fastpaths.prepare_model(create_model(name, info.num_classes, info.in_chans).to(dev), layout, precision)
+        return fastpaths.prepare_model(
+            create_model(name, info.num_classes, info.in_chans).to(dev), layout, precision
+        )
 
     student = make_model(cfg.student)
     tag = fastpaths.output_cache_tag(layout, precision)
-    output_caches = [TeacherOutputCache(t.model, teacher_key(cfg, i).digest() + tag, cache.root, feature_budget_bytes)
-                     for i, t in enumerate(teachers)] if share_outputs else []
-    setup = Setup(student, [t.model for t in teachers], info, make_model, prepared.train.num_samples,
-                  resolved["epochs"], len(prepared.train), dev, output_caches, recipe=get_recipe(cfg.recipe),
-                  precision=precision, memory_format=layout, seed=cfg.seed)
+    output_caches = (
+        [
+            TeacherOutputCache(t.model, teacher_key(cfg, i).digest() + tag, cache.root, feature_budget_bytes)
+            for i, t in enumerate(teachers)
+        ]
+        if share_outputs
+        else []
+    )
+    setup = Setup(
+        student,
+        [t.model for t in teachers],
+        info,
+        make_model,
+        prepared.train.num_samples,
+        resolved["epochs"],
+        len(prepared.train),
+        dev,
+        output_caches,
+        recipe=get_recipe(cfg.recipe),
+        precision=precision,
+        memory_format=layout,
+        seed=cfg.seed,
+    )
     method = get_method(cfg.method)(setup, **resolved["hparams"])
     return fastpaths.to_layout(method, layout), prepared, teachers  # its own modules too
 
@@ -268,8 +366,9 @@ def run(
     check_folders(results_dir, cache_dir or default_cache_dir())
     cache = TeacherCache(cache_dir or default_cache_dir())
     recipe, epochs = get_recipe(cfg.recipe), resolved["epochs"]
-    method, prepared, teachers = build_method(cfg, dev, cache, data_root, progress, share_outputs,
-                                              memory_format=memory_format)
+    method, prepared, teachers = build_method(
+        cfg, dev, cache, data_root, progress, share_outputs, memory_format=memory_format
+    )
     info = prepared.data.info
 
     task_accuracy: list[list[float]] = []
@@ -281,14 +380,24 @@ def run(
         task_accuracy.append([metrics.accuracy(logits[m], labels[m]) for m in masks])
 
     curve = EpochCurve(method, prepared)
-    stats = fit(method, prepared.train, recipe, epochs, after_task if task_classes else None, progress,
-                desc=f"{cfg.method} {cfg.student}", after_epoch=curve)
+    stats = fit(
+        method,
+        prepared.train,
+        recipe,
+        epochs,
+        after_task if task_classes else None,
+        progress,
+        desc=f"{cfg.method} {cfg.student}",
+        after_epoch=curve,
+    )
     outputs_shared = _flush_output_caches(method) if share_outputs else None
     record = _measure(cfg, method, teachers, prepared, stats, dev, latency_repeats, results_dir)
     record["teacher_output_cache"] = outputs_shared
     record.update(precision=method.setup.precision, memory_format=method.setup.memory_format)
     # what training would have cost without the shared outputs: the cost columns compare methods as users run them
-    record["standalone_train_time_s"] = stats.wall_time_s + (outputs_shared["saved_s"] if outputs_shared else 0.0)
+    record["standalone_train_time_s"] = stats.wall_time_s + (
+        outputs_shared["saved_s"] if outputs_shared else 0.0
+    )
     record.update(curve.summary())
     record["collapsed"] = is_collapsed(record["student_top1"], info.num_classes)
     if task_classes:
@@ -314,10 +423,16 @@ class EpochCurve:
         test = prepared.test
         self.stream = test
         if test.num_samples > CURVE_TEST_IMAGES:
-            keep = stratified_indices(test.labels.cpu(), CURVE_TEST_IMAGES,
-                                      torch.Generator().manual_seed(SPLIT_SEED)).sort().values
-            self.stream = BatchStream(test.images[keep], test.labels[keep], test.info, EVAL_BATCH, train=False,
-                                      device=test.device)
+            keep = (
+                stratified_indices(
+                    test.labels.cpu(), CURVE_TEST_IMAGES, torch.Generator().manual_seed(SPLIT_SEED)
+                )
+                .sort()
+                .values
+            )
+            self.stream = BatchStream(
+                test.images[keep], test.labels[keep], test.info, EVAL_BATCH, train=False, device=test.device
+            )
         self.test: list[float] = []
         self.val: list[float] = []
 
@@ -329,9 +444,13 @@ class EpochCurve:
 
     def summary(self) -> dict[str, Any]:
         best = max(range(len(self.test)), key=self.test.__getitem__) if self.test else None
-        return {"curve_test_images": self.stream.num_samples, "curve_top1": self.test,
-                "curve_val_top1": self.val or None, "curve_best_top1": self.test[best] if best is not None else None,
-                "curve_best_epoch": best + 1 if best is not None else None}
+        return {
+            "curve_test_images": self.stream.num_samples,
+            "curve_top1": self.test,
+            "curve_val_top1": self.val or None,
+            "curve_best_top1": self.test[best] if best is not None else None,
+            "curve_best_epoch": best + 1 if best is not None else None,
+        }
 
 
 def _flush_output_caches(method: Method) -> dict[str, float]:
@@ -360,19 +479,30 @@ def _measure(cfg, method, teachers, prepared, stats, dev, latency_repeats, resul
     # without its view, the batch is never served from a cache: the teacher's forward pass is counted
     batch = replace(next(iter(prepared.train.epoch(0))), view=None)
     return Record.of_cell(
-        cfg, "ok", method.info, dev,
-        train_samples=prepared.train.num_samples, test_samples=len(labels),
+        cfg,
+        "ok",
+        method.info,
+        dev,
+        train_samples=prepared.train.num_samples,
+        test_samples=len(labels),
         student_top1=metrics.accuracy(logits, labels),
         val_top1=metrics.accuracy(*metrics.predict(model, prepared.val)) if prepared.val else None,
         teacher_top1=teachers[0].meta["top1"] if teachers else None,
         teachers_top1=[t.meta["top1"] for t in teachers],
         ece=metrics.expected_calibration_error(logits, labels),
         agreement=metrics.agreement(logits, teacher_logits) if teacher_logits is not None else None,
-        student_params=student.params, deployable_bytes=student.bytes, flops_per_image=student.flops_per_image,
-        **student.latencies(), **teacher,
-        extra_params=method.extra_parameters(), train_flops_per_sample=metrics.training_step_flops(method, batch),
-        train_time_s=stats.wall_time_s, train_samples_per_s=stats.samples_per_s,
-        peak_memory_bytes=stats.peak_memory_bytes, teacher_train_time_s=sum(t.meta["train_time_s"] for t in teachers),
-        teachers_from_cache=[t.from_cache for t in teachers], epoch_losses=stats.epoch_losses,
+        student_params=student.params,
+        deployable_bytes=student.bytes,
+        flops_per_image=student.flops_per_image,
+        **student.latencies(),
+        **teacher,
+        extra_params=method.extra_parameters(),
+        train_flops_per_sample=metrics.training_step_flops(method, batch),
+        train_time_s=stats.wall_time_s,
+        train_samples_per_s=stats.samples_per_s,
+        peak_memory_bytes=stats.peak_memory_bytes,
+        teacher_train_time_s=sum(t.meta["train_time_s"] for t in teachers),
+        teachers_from_cache=[t.from_cache for t in teachers],
+        epoch_losses=stats.epoch_losses,
         extras=method.record_extras(),
     ).to_dict()

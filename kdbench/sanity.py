@@ -26,8 +26,12 @@ def check_pairs(pairs: Iterable[tuple[str, str]], dataset: str) -> None:
             if arch not in sizes:
                 sizes[arch] = count_parameters(create_model(arch, info.num_classes, info.in_chans))
         if sizes[student] > sizes[teacher]:
-            warnings.warn(f"student {student} has more parameters ({sizes[student]:,}) than its teacher {teacher} "
-                          f"({sizes[teacher]:,}): this distils into a larger model", KdbenchWarning, stacklevel=2)
+            warnings.warn(
+                f"student {student} has more parameters ({sizes[student]:,}) than its teacher {teacher} "
+                f"({sizes[teacher]:,}): this distils into a larger model",
+                KdbenchWarning,
+                stacklevel=2,
+            )
 
 
 def check_teachers(records: Iterable[dict[str, Any]]) -> None:
@@ -43,7 +47,10 @@ def check_teachers(records: Iterable[dict[str, Any]]) -> None:
         key = (teacher, round(top1, 2))
         if top1 < chance + CHANCE_MARGIN and key not in seen:
             seen.add(key)
-            warnings.warn(f"teacher {teacher} reaches {top1:.1f}% top-1, within {CHANCE_MARGIN:g} points of chance "
-                          f"({chance:.1f}%): it has learnt next to nothing, so distilling from it means little; "
-                          "train it longer (--teacher-epochs, or teacher_epochs in a grid)", KdbenchWarning,
-                          stacklevel=2)
+            warnings.warn(
+                f"teacher {teacher} reaches {top1:.1f}% top-1, within {CHANCE_MARGIN:g} points of chance "
+                f"({chance:.1f}%): it has learnt next to nothing, so distilling from it means little; "
+                "train it longer (--teacher-epochs, or teacher_epochs in a grid)",
+                KdbenchWarning,
+                stacklevel=2,
+            )

@@ -44,16 +44,16 @@ POOLING = (
 # agrees with either end.
 LABEL_RULES = {
     "accuracy_boost": "rank of the pooled boost (top-1 points over the method's reference, mean over seeds "
-                      "per POOLING): terciles Low / Moderate / High, Very High for a top outlier",
+    "per POOLING): terciles Low / Moderate / High, Very High for a top outlier",
     "resource_efficiency": "rank of the training footprint, reversed (smallest footprint = High): footprint "
-                           "= geometric mean of trained parameters (deployed + extra, over the plain "
-                           "student's) and training FLOPs per sample, both relative to the method's "
-                           "reference; Very High for an outlier on the small side. Not the deployable's size "
-                           "(the pair fixes that), and not peak memory (on the CPU it is a resident-set "
-                           "figure not comparable between runs)",
+    "= geometric mean of trained parameters (deployed + extra, over the plain "
+    "student's) and training FLOPs per sample, both relative to the method's "
+    "reference; Very High for an outlier on the small side. Not the deployable's size "
+    "(the pair fixes that), and not peak memory (on the CPU it is a resident-set "
+    "figure not comparable between runs)",
     "computational_complexity": "rank of the standalone training time relative to the reference (geometric "
-                                "mean per POOLING): terciles Low / Moderate / High, Very High for a top "
-                                "outlier",
+    "mean per POOLING): terciles Low / Moderate / High, Very High for a top "
+    "outlier",
 }
 LEVELS = ("Low", "Moderate", "High")
 TOP_LEVEL = "Very High"
@@ -62,20 +62,61 @@ KINDS = ("accuracy_boost", "resource_efficiency", "computational_complexity")
 
 # What makes two runs the same experiment, apart from the method and the teachers: boosts compare a method
 # with its reference on the same student, seed and data setting, whatever the teacher.
-SETTING = ["dataset", "student", "seed", "config.label_noise", "config.imbalance_ratio", "epochs",
-           "config.train_subset", "config.test_subset"]
-_TEACHER_CONFIG = ("config.teachers", "config.teacher_epochs", "config.teacher_seed", "config.teacher_train_subset")
-_DEFAULTS = (("config.label_noise", 0.0), ("config.imbalance_ratio", 1.0), ("compare_to", "baseline"),
-             ("stale", False), ("config.train_subset", None), ("config.test_subset", None))
+SETTING = [
+    "dataset",
+    "student",
+    "seed",
+    "config.label_noise",
+    "config.imbalance_ratio",
+    "epochs",
+    "config.train_subset",
+    "config.test_subset",
+]
+_TEACHER_CONFIG = (
+    "config.teachers",
+    "config.teacher_epochs",
+    "config.teacher_seed",
+    "config.teacher_train_subset",
+)
+_DEFAULTS = (
+    ("config.label_noise", 0.0),
+    ("config.imbalance_ratio", 1.0),
+    ("compare_to", "baseline"),
+    ("stale", False),
+    ("config.train_subset", None),
+    ("config.test_subset", None),
+)
 # Where a record keeps its test top-1 after every epoch (kdbench.runner.EpochCurve writes `curve_top1`, on a
 # fixed subset of `curve_test_images` test images); the frame calls it `epoch_top1`.
 EPOCH_CURVE_FIELDS = ("epoch_top1", "curve_top1")
 # The columns the tables and figures read; an empty results folder gets a frame with these and no rows.
-COLUMNS = ["cell_id", "method", "variant", "status", "stale", "collapsed", *SETTING, "teacher", "compare_to",
-           "student_top1", "teacher_top1", "train_time_s", "standalone_train_time_s", "train_samples_per_s",
-           "train_flops_per_sample", "deployable_bytes", "teacher_bytes", "latency_ms_b1",
-           "teacher_latency_ms_b1", "extra_params", "student_params", "peak_memory_bytes", "error",
-           "failed_step", "finished_at"]
+COLUMNS = [
+    "cell_id",
+    "method",
+    "variant",
+    "status",
+    "stale",
+    "collapsed",
+    *SETTING,
+    "teacher",
+    "compare_to",
+    "student_top1",
+    "teacher_top1",
+    "train_time_s",
+    "standalone_train_time_s",
+    "train_samples_per_s",
+    "train_flops_per_sample",
+    "deployable_bytes",
+    "teacher_bytes",
+    "latency_ms_b1",
+    "teacher_latency_ms_b1",
+    "extra_params",
+    "student_params",
+    "peak_memory_bytes",
+    "error",
+    "failed_step",
+    "finished_at",
+]
 
 
 def survey_labels() -> dict[str, dict]:
@@ -123,14 +164,22 @@ def _prepare(df: pd.DataFrame) -> pd.DataFrame:
     df["variant"] = df["variant"].astype(object).fillna("").astype(str)
     df["status"] = df["status"].fillna("ok")
     # the registry is the source of truth for what a method is compared with (records keep what was run)
-    compare_to = [METHODS[m].info.compare_to if m in METHODS else c
-                  for m, c in zip(df["method"], df["compare_to"], strict=True)]
+    compare_to = [
+        METHODS[m].info.compare_to if m in METHODS else c
+        for m, c in zip(df["method"], df["compare_to"], strict=True)
+    ]
     df["compare_to"] = pd.Series(compare_to, index=df.index, dtype=object)
     recorded = df["collapsed"].astype(object)
-    df["collapsed"] = pd.Series([bool(r) if isinstance(r, bool) else status == "ok" and _collapsed(top1, ds)
-                                 for r, top1, ds, status in zip(recorded, df["student_top1"], df["dataset"],
-                                                                df["status"], strict=True)],
-                                index=df.index, dtype=bool)
+    df["collapsed"] = pd.Series(
+        [
+            bool(r) if isinstance(r, bool) else status == "ok" and _collapsed(top1, ds)
+            for r, top1, ds, status in zip(
+                recorded, df["student_top1"], df["dataset"], df["status"], strict=True
+            )
+        ],
+        index=df.index,
+        dtype=bool,
+    )
     for name in EPOCH_CURVE_FIELDS:  # one name for the per-epoch curve, whichever the records use
         if name in df and "epoch_top1" not in df:
             df["epoch_top1"] = df[name]
@@ -141,8 +190,11 @@ def _prepare(df: pd.DataFrame) -> pd.DataFrame:
     df["teacher"] = df["teacher"].where(~df["teacher_free"], None)
     for col in ("teacher_top1", "teacher_bytes", "teacher_latency_ms_b1"):
         df[col] = df[col].where(~df["teacher_free"])
-    df["pair"] = df["teacher"].fillna("—").astype(str).str.replace("cifar_", "") + "→" + \
-        df["student"].astype(str).str.replace("cifar_", "")
+    df["pair"] = (
+        df["teacher"].fillna("—").astype(str).str.replace("cifar_", "")
+        + "→"
+        + df["student"].astype(str).str.replace("cifar_", "")
+    )
     df["label"] = df["method"].where(df["variant"] == "", df["method"] + " (" + df["variant"] + ")")
     df.attrs["copies_dropped"] = before - len(df)
     return df.reset_index(drop=True)
@@ -162,9 +214,9 @@ def _drop_copies(df: pd.DataFrame) -> pd.DataFrame:
         return df
     config = [c for c in df.columns if c.startswith("config.") and c not in _TEACHER_CONFIG]
     key = free[["method", "variant", "status", *SETTING, *config]].apply(
-        lambda row: json.dumps([None if _missing(v) else v for v in row], default=str), axis=1)
-    order = free.assign(_key=key, _has_teacher=free["teacher"].notna(),
-                        _when=free["finished_at"])
+        lambda row: json.dumps([None if _missing(v) else v for v in row], default=str), axis=1
+    )
+    order = free.assign(_key=key, _has_teacher=free["teacher"].notna(), _when=free["finished_at"])
     order = order.sort_values(["_has_teacher", "_when"], ascending=[True, False], na_position="last")
     keep = order.drop_duplicates("_key").index
     return df[~df["teacher_free"] | df.index.isin(keep)]
@@ -195,14 +247,30 @@ def with_reference(df: pd.DataFrame) -> pd.DataFrame:
     ok["cost_samples_per_s"] = ok["train_samples_per_s"] * ok["train_time_s"] / ok["cost_time_s"]
     ok["trained_params"] = _plain_student_params(ok) + ok["extra_params"].fillna(0)
     ok["ref_teacher"] = _reference_teacher(ok["method"], ok["teacher"])
-    ref = ok[ok["variant"] == ""][[*SETTING, "ref_teacher", "method", "student_top1", "cost_time_s",
-                                   "train_flops_per_sample", "trained_params"]]
+    ref = ok[ok["variant"] == ""][
+        [
+            *SETTING,
+            "ref_teacher",
+            "method",
+            "student_top1",
+            "cost_time_s",
+            "train_flops_per_sample",
+            "trained_params",
+        ]
+    ]
     # two current runs of one reference cell (a folder that mixes recipes, say) cannot both be the reference:
     # the later one is, as a re-run replaces a record
     ref = ref.assign(_when=ok.loc[ref.index, "finished_at"]).sort_values("_when", na_position="first")
     ref = ref.drop_duplicates([*SETTING, "ref_teacher", "method"], keep="last").drop(columns="_when")
-    ref = ref.rename(columns={"method": "compare_to", "student_top1": "ref_top1", "cost_time_s": "ref_time",
-                              "train_flops_per_sample": "ref_flops", "trained_params": "ref_params"})
+    ref = ref.rename(
+        columns={
+            "method": "compare_to",
+            "student_top1": "ref_top1",
+            "cost_time_s": "ref_time",
+            "train_flops_per_sample": "ref_flops",
+            "trained_params": "ref_params",
+        }
+    )
     ok["ref_teacher"] = _reference_teacher(ok["compare_to"], ok["teacher"])
     joined = ok.merge(ref, on=[*SETTING, "compare_to", "ref_teacher"], how="left", validate="many_to_one")
     joined["boost"] = joined["student_top1"] - joined["ref_top1"]
@@ -232,13 +300,17 @@ def catalogue_table(df: pd.DataFrame) -> pd.DataFrame:
     rows = []
     for row in catalogue():
         ran = df[df["method"] == row["name"]] if not df.empty else df
-        rows.append({
-            "technique": row["technique"] + "".join(f"; {t}" for t in row["also_represents"]),
-            "method": row["name"], "scheme": row["scheme"], "knowledge": row["knowledge"],
-            "teacher → student (run)": ", ".join(sorted(ran["pair"].unique())) if len(ran) else "not run",
-            "dataset": ", ".join(sorted(ran["dataset"].unique())) if len(ran) else "—",
-            "reference": row["reference"],
-        })
+        rows.append(
+            {
+                "technique": row["technique"] + "".join(f"; {t}" for t in row["also_represents"]),
+                "method": row["name"],
+                "scheme": row["scheme"],
+                "knowledge": row["knowledge"],
+                "teacher → student (run)": ", ".join(sorted(ran["pair"].unique())) if len(ran) else "not run",
+                "dataset": ", ".join(sorted(ran["dataset"].unique())) if len(ran) else "—",
+                "reference": row["reference"],
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -279,8 +351,13 @@ def _boost(values: pd.Series) -> str:
 def _counts(df: pd.DataFrame) -> pd.DataFrame:
     """Per record: whether it failed, collapsed or went stale (stale wins: a stale record is not looked
     at)."""
-    return pd.DataFrame({"stale": df["stale"], "failed": ~df["stale"] & (df["status"] == "failed"),
-                         "collapsed": ~df["stale"] & (df["status"] == "ok") & df["collapsed"]})
+    return pd.DataFrame(
+        {
+            "stale": df["stale"],
+            "failed": ~df["stale"] & (df["status"] == "failed"),
+            "collapsed": ~df["stale"] & (df["status"] == "ok") & df["collapsed"],
+        }
+    )
 
 
 def method_table(df: pd.DataFrame) -> pd.DataFrame:
@@ -298,23 +375,45 @@ def method_table(df: pd.DataFrame) -> pd.DataFrame:
         is_reference = technique == "Reference"
         n = counts.loc[cells.index].sum()
         top1 = g.groupby("seed")["student_top1"].mean()
-        rows.append({
-            "technique": technique, "method": label, "pair": pair, "vs": "—" if is_reference else
-            cells["compare_to"].iloc[0], "seeds": len(top1), "collapsed": int(n["collapsed"]),
-            "failed": int(n["failed"]), "top-1 (%)": _top1(top1) if len(g) else _none_left(n),
-            "teacher top-1 (%)": _mean(g["teacher_top1"], ".2f"),
-            "boost (pts, 95% CI)": "reference" if is_reference else _boost(per_seed(g, "boost")),
-            "train time ×": _ratio(g, "time_x"), "train FLOPs ×": _ratio(g, "flops_x"),
-            "trained params ×": _ratio(g, "params_x"),
-            "samples/s": _mean(g["cost_samples_per_s"], ".0f"),
-            "size vs teacher": _mean(g["size_vs_teacher"], ".3f"),
-        })
+        rows.append(
+            {
+                "technique": technique,
+                "method": label,
+                "pair": pair,
+                "vs": "—" if is_reference else cells["compare_to"].iloc[0],
+                "seeds": len(top1),
+                "collapsed": int(n["collapsed"]),
+                "failed": int(n["failed"]),
+                "top-1 (%)": _top1(top1) if len(g) else _none_left(n),
+                "teacher top-1 (%)": _mean(g["teacher_top1"], ".2f"),
+                "boost (pts, 95% CI)": "reference" if is_reference else _boost(per_seed(g, "boost")),
+                "train time ×": _ratio(g, "time_x"),
+                "train FLOPs ×": _ratio(g, "flops_x"),
+                "trained params ×": _ratio(g, "params_x"),
+                "samples/s": _mean(g["cost_samples_per_s"], ".0f"),
+                "size vs teacher": _mean(g["size_vs_teacher"], ".3f"),
+            }
+        )
     return pd.DataFrame(rows, columns=_METHOD_COLUMNS).astype(object).fillna("—")
 
 
-_METHOD_COLUMNS = ["technique", "method", "pair", "vs", "seeds", "collapsed", "failed", "top-1 (%)",
-                   "teacher top-1 (%)", "boost (pts, 95% CI)", "train time ×", "train FLOPs ×",
-                   "trained params ×", "samples/s", "size vs teacher"]
+_METHOD_COLUMNS = [
+    "technique",
+    "method",
+    "pair",
+    "vs",
+    "seeds",
+    "collapsed",
+    "failed",
+    "top-1 (%)",
+    "teacher top-1 (%)",
+    "boost (pts, 95% CI)",
+    "train time ×",
+    "train FLOPs ×",
+    "trained params ×",
+    "samples/s",
+    "size vs teacher",
+]
 
 
 def _mean(values: pd.Series, spec: str) -> str:
@@ -358,9 +457,11 @@ def rank_labels(values: dict[str, float], higher: bool = True, log: bool = False
 def _measure(g: pd.DataFrame) -> dict[str, float]:
     """The technique's three measurements, pooled per POOLING (ratios geometrically)."""
     boost = per_seed(g, "boost")
-    return {"accuracy_boost": boost.mean() if len(boost) else math.nan,
-            "resource_efficiency": pooled_ratio(g, "footprint_x"),
-            "computational_complexity": pooled_ratio(g, "time_x")}
+    return {
+        "accuracy_boost": boost.mean() if len(boost) else math.nan,
+        "resource_efficiency": pooled_ratio(g, "footprint_x"),
+        "computational_complexity": pooled_ratio(g, "time_x"),
+    }
 
 
 def table4(df: pd.DataFrame) -> pd.DataFrame:
@@ -378,16 +479,30 @@ def table4(df: pd.DataFrame) -> pd.DataFrame:
         boost = mean_ci(per_seed(g, "boost"))
         measured[technique] = _measure(g)
         per_pair = "; ".join(f"{p}: {_boost(per_seed(gp, 'boost'))}" for p, gp in g.groupby("pair"))
-        rows.append({
-            "technique": technique, "methods": ", ".join(methods), "seeds": boost[2], "runs": len(g),
-            "collapsed": int(n["collapsed"]), "failed": int(n["failed"]),
-            "boost pooled (pts, 95% CI)": _boost(per_seed(g, "boost")), "boost per pair": per_pair or "—",
-            "trained params ×": _ratio(g, "params_x"), "train FLOPs ×": _ratio(g, "flops_x"),
-            "footprint ×": _ratio(g, "footprint_x"), "train time ×": _ratio(g, "time_x"),
-        })
-    labels = {kind: rank_labels({t: m[kind] for t, m in measured.items()},
-                                higher=kind != "resource_efficiency", log=kind != "accuracy_boost")
-              for kind in KINDS}
+        rows.append(
+            {
+                "technique": technique,
+                "methods": ", ".join(methods),
+                "seeds": boost[2],
+                "runs": len(g),
+                "collapsed": int(n["collapsed"]),
+                "failed": int(n["failed"]),
+                "boost pooled (pts, 95% CI)": _boost(per_seed(g, "boost")),
+                "boost per pair": per_pair or "—",
+                "trained params ×": _ratio(g, "params_x"),
+                "train FLOPs ×": _ratio(g, "flops_x"),
+                "footprint ×": _ratio(g, "footprint_x"),
+                "train time ×": _ratio(g, "time_x"),
+            }
+        )
+    labels = {
+        kind: rank_labels(
+            {t: m[kind] for t, m in measured.items()},
+            higher=kind != "resource_efficiency",
+            log=kind != "accuracy_boost",
+        )
+        for kind in KINDS
+    }
     for row in rows:
         for kind in KINDS:
             said = (survey.get(row["technique"]) or {}).get(kind)
@@ -411,9 +526,11 @@ def agreement(table: pd.DataFrame) -> tuple[int, int, int]:
 def exclusion_note(df: pd.DataFrame) -> str:
     """One line saying what the tables left out of their means, and why."""
     n = _counts(df).sum()
-    return (f"Left out of every mean: {int(n['stale'])} stale records (superseded by a code or grid change), "
-            f"{int(n['failed'])} failed runs, {int(n['collapsed'])} collapsed runs (top-1 within 5 pts of "
-            f"chance); {df.attrs.get('copies_dropped', 0)} copies of teacher-free runs counted once.")
+    return (
+        f"Left out of every mean: {int(n['stale'])} stale records (superseded by a code or grid change), "
+        f"{int(n['failed'])} failed runs, {int(n['collapsed'])} collapsed runs (top-1 within 5 pts of "
+        f"chance); {df.attrs.get('copies_dropped', 0)} copies of teacher-free runs counted once."
+    )
 
 
 def on_pair(df: pd.DataFrame, teacher: str | None, student: str) -> pd.DataFrame:
@@ -440,11 +557,21 @@ def robustness_table(df: pd.DataFrame) -> pd.DataFrame:
     in their own column and left out of the mean."""
     cells, pair = swept(df)
     rows = []
-    for (method, noise, ratio), g in cells.groupby(["method", "config.label_noise",
-                                                    "config.imbalance_ratio"]):
+    for (method, noise, ratio), g in cells.groupby(
+        ["method", "config.label_noise", "config.imbalance_ratio"]
+    ):
         top1 = g[~g["collapsed"]].groupby("seed")["student_top1"].mean()
-        rows.append({"method": method, "pair": pair, "label noise": noise, "imbalance ratio": ratio,
-                     "seeds": len(top1), "collapsed": int(g["collapsed"].sum()), "top-1 (%)": _top1(top1)})
+        rows.append(
+            {
+                "method": method,
+                "pair": pair,
+                "label noise": noise,
+                "imbalance ratio": ratio,
+                "seeds": len(top1),
+                "collapsed": int(g["collapsed"].sum()),
+                "top-1 (%)": _top1(top1),
+            }
+        )
     columns = ["method", "pair", "label noise", "imbalance ratio", "seeds", "collapsed", "top-1 (%)"]
     return pd.DataFrame(rows, columns=columns)
 
@@ -467,8 +594,10 @@ TABLES = {
     "failed": failed_table,
 }
 # notes printed under a table in its Markdown file
-NOTES = {"table4": lambda df: [f"Pooling: {POOLING}", exclusion_note(df), agreement_line(table4(df))],
-         "methods": lambda df: [exclusion_note(df)]}
+NOTES = {
+    "table4": lambda df: [f"Pooling: {POOLING}", exclusion_note(df), agreement_line(table4(df))],
+    "methods": lambda df: [exclusion_note(df)],
+}
 
 
 def agreement_line(table: pd.DataFrame) -> str:
@@ -488,8 +617,10 @@ def write_table(results_dir: str | Path, name: str, table: pd.DataFrame, notes: 
 def write_tables(results_dir: str | Path, names: list[str] | None = None) -> dict[str, Path]:
     """Build and write the named tables (default: all) from the folder's records."""
     df = load_frame(results_dir)
-    return {name: write_table(results_dir, name, TABLES[name](df), NOTES.get(name, lambda _: [])(df))
-            for name in names or TABLES}
+    return {
+        name: write_table(results_dir, name, TABLES[name](df), NOTES.get(name, lambda _: [])(df))
+        for name in names or TABLES
+    }
 
 
 INDEX_TEXT = {
@@ -513,24 +644,39 @@ def write_index(results_dir: str | Path) -> Path:
     """results_dir/README.md: what the folder holds and where it came from (run.json, records)."""
     results_dir = Path(results_dir)
     df = load_frame(results_dir)
-    lines = [f"# Results: {results_dir.name}", "", "Generated by kdbench from the records in `records/`; do not edit.", ""]
+    lines = [
+        f"# Results: {results_dir.name}",
+        "",
+        "Generated by kdbench from the records in `records/`; do not edit.",
+        "",
+    ]
     run_info = results_dir / "run.json"
     if run_info.exists():
         info = yaml.safe_load(run_info.read_text())
-        lines += [f"- last `run_all.py` invocation (cells already finished are skipped, so a resumed run is short): "
-                  f"{info.get('wall_time_s', 0) / 60:.1f} min, {info.get('started')} → {info.get('finished')}, "
-                  f"on {info.get('machine')}", ""]
+        lines += [
+            f"- last `run_all.py` invocation (cells already finished are skipped, so a resumed run is short): "
+            f"{info.get('wall_time_s', 0) / 60:.1f} min, {info.get('started')} → {info.get('finished')}, "
+            f"on {info.get('machine')}",
+            "",
+        ]
     if not df.empty and "finished_at" in df:
         done = pd.to_datetime(df["finished_at"].dropna())
-        lines += [f"- grid: {len(df)} cells finished between {done.min():%Y-%m-%d %H:%M:%S} and "
-                  f"{done.max():%H:%M:%S} UTC ({(done.max() - done.min()).total_seconds() / 60:.1f} min; the teachers "
-                  "are all trained before the first cell starts)", ""]
+        lines += [
+            f"- grid: {len(df)} cells finished between {done.min():%Y-%m-%d %H:%M:%S} and "
+            f"{done.max():%H:%M:%S} UTC ({(done.max() - done.min()).total_seconds() / 60:.1f} min; the teachers "
+            "are all trained before the first cell starts)",
+            "",
+        ]
     if not df.empty:
         env = df.iloc[-1]
-        lines += [f"- records: {len(df)} ({int((df['status'] == 'ok').sum())} ok, "
-                  f"{int((df['status'] == 'failed').sum())} failed); device: {env.get('env.device_name', '?')}, "
-                  f"torch {env.get('env.torch', '?')}, {env.get('env.threads', '?')} threads", "",
-                  f"- {exclusion_note(df)}", ""]
+        lines += [
+            f"- records: {len(df)} ({int((df['status'] == 'ok').sum())} ok, "
+            f"{int((df['status'] == 'failed').sum())} failed); device: {env.get('env.device_name', '?')}, "
+            f"torch {env.get('env.torch', '?')}, {env.get('env.threads', '?')} threads",
+            "",
+            f"- {exclusion_note(df)}",
+            "",
+        ]
     lines += ["| file | what it is |", "|---|---|"]
     for rel, text in INDEX_TEXT.items():
         if (results_dir / rel).exists():
@@ -544,18 +690,30 @@ def write_results_index(root: str | Path, profiles: Iterable[str] | None = None)
     """root/README.md (results/): one line per profile folder that has a run, pointing at its own index;
     `profiles`: only these folders (the committed ones, not a plumbing check's or a user's own grid)."""
     root = Path(root)
-    lines = ["# kdbench results", "", "Everything here is generated by a command, nothing is written by hand. One "
-             "folder per profile, made by `python run_all.py --profile <name>`:", "", "| profile | run | index |",
-             "|---|---|---|"]
-    listed = [p for p in root.iterdir() if (p / "run.json").exists() and (profiles is None or p.name in profiles)]
+    lines = [
+        "# kdbench results",
+        "",
+        "Everything here is generated by a command, nothing is written by hand. One "
+        "folder per profile, made by `python run_all.py --profile <name>`:",
+        "",
+        "| profile | run | index |",
+        "|---|---|---|",
+    ]
+    listed = [
+        p for p in root.iterdir() if (p / "run.json").exists() and (profiles is None or p.name in profiles)
+    ]
     if not listed:
         lines.append("| — | no profile has been run on the current code yet | — |")
     for folder in sorted(listed):
         info = yaml.safe_load((folder / "run.json").read_text())
-        lines.append(f"| `{folder.name}` | last invocation {info.get('wall_time_s', 0) / 60:.1f} min on "
-                     f"{info.get('machine')}, finished {info.get('finished')} (the grid's own span is in the index) "
-                     f"| [{folder.name}/README.md]({folder.name}/README.md) |")
-    others = [f"- [{name}/]({name}/): {what}" for name, what in OTHER_RESULTS.items() if (root / name).is_dir()]
+        lines.append(
+            f"| `{folder.name}` | last invocation {info.get('wall_time_s', 0) / 60:.1f} min on "
+            f"{info.get('machine')}, finished {info.get('finished')} (the grid's own span is in the index) "
+            f"| [{folder.name}/README.md]({folder.name}/README.md) |"
+        )
+    others = [
+        f"- [{name}/]({name}/): {what}" for name, what in OTHER_RESULTS.items() if (root / name).is_dir()
+    ]
     if others:
         lines += ["", "Beside the profiles:", "", *others]
     return results.atomic_write_text(root / "README.md", "\n".join(lines) + "\n")

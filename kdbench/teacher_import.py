@@ -88,7 +88,11 @@ def supported_archs() -> list[str]:
 
 def reference_name(arch: str) -> str:
     """The architecture's name in the reference code (`resnet56`, `wrn_40_2`, `vgg13`, `MobileNetV2`, ...)."""
-    special = {"cifar_mobilenetv2": "MobileNetV2", "cifar_shufflenetv1": "ShuffleV1", "cifar_shufflenetv2": "ShuffleV2"}
+    special = {
+        "cifar_mobilenetv2": "MobileNetV2",
+        "cifar_shufflenetv1": "ShuffleV1",
+        "cifar_shufflenetv2": "ShuffleV2",
+    }
     return special.get(arch, arch.removeprefix("cifar_"))
 
 
@@ -132,18 +136,31 @@ def read_checkpoint(path: str | Path) -> Checkpoint:
     if isinstance(obj, Mapping) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
         state, container, info = obj, "state dict", {}
     else:
-        inner = next((k for k in ("model", "state_dict") if isinstance(obj, Mapping) and isinstance(obj.get(k), Mapping)),
-                     None)
+        inner = next(
+            (
+                k
+                for k in ("model", "state_dict")
+                if isinstance(obj, Mapping) and isinstance(obj.get(k), Mapping)
+            ),
+            None,
+        )
         if inner is None:
             keys = ", ".join(map(str, obj)) if isinstance(obj, Mapping) else type(obj).__name__
-            raise KdbenchError(f"{path} holds neither a state dict nor a dict with one under 'model' (it holds: {keys})")
+            raise KdbenchError(
+                f"{path} holds neither a state dict nor a dict with one under 'model' (it holds: {keys})"
+            )
         state, container, info = obj[inner], f"dict[{inner!r}]", obj
     if not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
         raise KdbenchError(f"{path}: its {container} is not a state dict (names to tensors)")
     if state and all(k.startswith("module.") for k in state):
         state = {k.removeprefix("module."): v for k, v in state.items()}
-    return Checkpoint(dict(state), sha, container, epoch=_number(info.get("epoch"), int),
-                      reported_top1=_number(info.get("accuracy", info.get("best_acc")), float))
+    return Checkpoint(
+        dict(state),
+        sha,
+        container,
+        epoch=_number(info.get("epoch"), int),
+        reported_top1=_number(info.get("accuracy", info.get("best_acc")), float),
+    )
 
 
 def _number(value: Any, kind: type) -> Any:
@@ -167,8 +184,12 @@ def _shapes(tensors: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
     return {leaf: tuple(t.shape) for leaf, t in tensors.items() if leaf != BN_COUNTER}
 
 
-def module_mapping(state: Mapping[str, torch.Tensor], arch: str, target: nn.Module | None = None,
-                   source: str = "repdistiller") -> list[tuple[str, str]]:
+def module_mapping(
+    state: Mapping[str, torch.Tensor],
+    arch: str,
+    target: nn.Module | None = None,
+    source: str = "repdistiller",
+) -> list[tuple[str, str]]:
     """(reference module, kdbench module) pairs that carry `state` (a `source` checkpoint's state dict for
     `arch`) onto kdbench's `arch` (`target`, or a fresh CIFAR-100 one): the anchors by name, the rest in order.
     Raises a one-line `KdbenchError` when the two do not have the same layers with the same shapes."""
@@ -187,20 +208,28 @@ def module_mapping(state: Mapping[str, torch.Tensor], arch: str, target: nn.Modu
     rest_src = [m for m in src if m not in anchored_src]
     rest_dst = [m for m in dst if m not in anchored_dst]
     if len(rest_src) != len(rest_dst):
-        raise KdbenchError(f"the checkpoint has {len(rest_src) + len(pairs)} layers with weights where {arch} has "
-                           f"{len(rest_dst) + len(pairs)}; {hint}")
+        raise KdbenchError(
+            f"the checkpoint has {len(rest_src) + len(pairs)} layers with weights where {arch} has "
+            f"{len(rest_dst) + len(pairs)}; {hint}"
+        )
     pairs += list(zip(rest_src, rest_dst, strict=True))
     order = {m: i for i, m in enumerate(src)}
-    pairs.sort(key=lambda pair: order[pair[0]])  # the checkpoint's order: the first misfit is the one reported
+    pairs.sort(
+        key=lambda pair: order[pair[0]]
+    )  # the checkpoint's order: the first misfit is the one reported
     for a, b in pairs:
         got, want = _shapes(src[a]), _shapes(dst[b])
         if got == want:
             continue
         if b == target_classifier(target) and got.get("weight", (0,))[1:] == want.get("weight", (0,))[1:]:
-            raise KdbenchError(f"the checkpoint's classifier {a!r} has {got['weight'][0]} classes where {DATASET} has "
-                               f"{want['weight'][0]}: kdbench imports {DATASET} teachers only")
-        raise KdbenchError(f"the checkpoint's layer {a!r} ({_describe(got)}) does not fit {arch}'s {b!r} "
-                           f"({_describe(want)}); {hint}")
+            raise KdbenchError(
+                f"the checkpoint's classifier {a!r} has {got['weight'][0]} classes where {DATASET} has "
+                f"{want['weight'][0]}: kdbench imports {DATASET} teachers only"
+            )
+        raise KdbenchError(
+            f"the checkpoint's layer {a!r} ({_describe(got)}) does not fit {arch}'s {b!r} "
+            f"({_describe(want)}); {hint}"
+        )
     return pairs
 
 
@@ -210,11 +239,17 @@ def target_classifier(model: nn.Module) -> str:
 
 
 def _describe(shapes: Mapping[str, tuple[int, ...]]) -> str:
-    return ", ".join(f"{leaf} {'x'.join(map(str, s)) or 'scalar'}" for leaf, s in shapes.items()) or "no tensors"
+    return (
+        ", ".join(f"{leaf} {'x'.join(map(str, s)) or 'scalar'}" for leaf, s in shapes.items()) or "no tensors"
+    )
 
 
-def convert(state: Mapping[str, torch.Tensor], arch: str, target: nn.Module | None = None,
-            source: str = "repdistiller") -> dict[str, torch.Tensor]:
+def convert(
+    state: Mapping[str, torch.Tensor],
+    arch: str,
+    target: nn.Module | None = None,
+    source: str = "repdistiller",
+) -> dict[str, torch.Tensor]:
     """`state` (a reference state dict) renamed into kdbench's `arch`: every tensor of the kdbench model, none
     else. A batch norm's `num_batches_tracked` missing from an old checkpoint is taken as 0."""
     if target is None:
@@ -272,8 +307,13 @@ class ImportResult:
 
 
 def import_teacher(
-    source: str, path: str | Path, arch: str, cache_dir: str | Path | None = None, data_root: str | Path | None = None,
-    device: str = "auto", force: bool = False,
+    source: str,
+    path: str | Path,
+    arch: str,
+    cache_dir: str | Path | None = None,
+    data_root: str | Path | None = None,
+    device: str = "auto",
+    force: bool = False,
 ) -> ImportResult:
     """Convert the `source` checkpoint at `path` onto `arch`, measure it on CIFAR-100's test set and store it in
     the teacher cache under its `paper` key (see the module docstring). Nothing is written when any step fails."""
@@ -286,21 +326,31 @@ def import_teacher(
     cache = TeacherCache(cache_dir or default_cache_dir())
     target = cache.path(key)
     if not force and (target.exists() or target.with_suffix(".sha256").exists()):
-        raise KdbenchError(f"the teacher cache already holds {arch} for the {PROFILE} profile ({target}); pass --force "
-                           "to replace it")
-    meta = {**_measure(model, arch, key, cells, dev, data_root), "imported_from": _provenance(source, path, arch, ckpt)}
+        raise KdbenchError(
+            f"the teacher cache already holds {arch} for the {PROFILE} profile ({target}); pass --force "
+            "to replace it"
+        )
+    meta = {
+        **_measure(model, arch, key, cells, dev, data_root),
+        "imported_from": _provenance(source, path, arch, ckpt),
+    }
     if ckpt.reported_top1 is not None and abs(ckpt.reported_top1 - meta["top1"]) > REPORTED_GAP:
-        warnings.warn(f"{arch} from {path} reaches {meta['top1']:.2f}% top-1 on {DATASET}'s test set here but its "
-                      f"checkpoint reports {ckpt.reported_top1:.2f}%: check --arch and the data", KdbenchWarning,
-                      stacklevel=2)
+        warnings.warn(
+            f"{arch} from {path} reaches {meta['top1']:.2f}% top-1 on {DATASET}'s test set here but its "
+            f"checkpoint reports {ckpt.reported_top1:.2f}%: check --arch and the data",
+            KdbenchWarning,
+            stacklevel=2,
+        )
     ensure_writable(cache.root, "choose another teacher cache with --cache-dir or $KDBENCH_CACHE")
     if force:
         target.with_suffix(".sha256").unlink(missing_ok=True)  # the commit marker first: never a stale pair
         target.unlink(missing_ok=True)
     stored = _store(cache, key, model.cpu(), meta)
     if stored.from_cache:  # stored by a run while this import measured it (or found elsewhere by the cache)
-        raise KdbenchError(f"the teacher cache already holds {arch} for the {PROFILE} profile ({target}, source: "
-                           f"{stored.meta.get('source', 'trained')}); pass --force to replace it")
+        raise KdbenchError(
+            f"the teacher cache already holds {arch} for the {PROFILE} profile ({target}, source: "
+            f"{stored.meta.get('source', 'trained')}); pass --force to replace it"
+        )
     return ImportResult(key, target, meta, other_keys(arch, key, cells))
 
 
@@ -309,19 +359,31 @@ def _store(cache: TeacherCache, key: TeacherKey, model: nn.Module, meta: dict[st
     return cache.get(key, build=lambda: model, train=lambda _model: meta)
 
 
-def _measure(model: nn.Module, arch: str, key: TeacherKey, cells: list[RunConfig], dev: torch.device,
-             data_root: str | Path | None) -> dict[str, Any]:
+def _measure(
+    model: nn.Module,
+    arch: str,
+    key: TeacherKey,
+    cells: list[RunConfig],
+    dev: torch.device,
+    data_root: str | Path | None,
+) -> dict[str, Any]:
     """What the runner stores for a teacher it trains, measured as it measures it: top-1 and logits on the cell's
     test set, the number of training images; no training time."""
     cell = _paper_cell(arch, cells)
     try:
         prepared = prepare_data(cell, get_recipe(cell.recipe), dev, data_root, key.seed, for_teacher=True)
     except KdbenchError as exc:
-        raise KdbenchError(f"the imported teacher's test accuracy and logits, which paper runs read from the cache, "
-                           f"need {DATASET}: {exc}") from None
+        raise KdbenchError(
+            f"the imported teacher's test accuracy and logits, which paper runs read from the cache, "
+            f"need {DATASET}: {exc}"
+        ) from None
     logits, labels = metrics.predict(model.to(dev), prepared.test)
-    return {"top1": metrics.accuracy(logits, labels), "test_logits": logits, "train_time_s": 0.0,
-            "train_images": prepared.train.num_samples}
+    return {
+        "top1": metrics.accuracy(logits, labels),
+        "test_logits": logits,
+        "train_time_s": 0.0,
+        "train_images": prepared.train.num_samples,
+    }
 
 
 def _provenance(source: str, path: str | Path, arch: str, ckpt: Checkpoint) -> dict[str, Any]:

@@ -66,7 +66,9 @@ def teacher_fingerprint(teacher: nn.Module) -> str:
     """The teacher's weights and the arithmetic that turns them into outputs (device, torch version, CPU threads)."""
     param = next(teacher.parameters(), None)
     device = param.device if param is not None else torch.device("cpu")
-    h = hashlib.sha256(json.dumps([device_label(device), torch.__version__, torch.get_num_threads()]).encode())
+    h = hashlib.sha256(
+        json.dumps([device_label(device), torch.__version__, torch.get_num_threads()]).encode()
+    )
     for name, tensor in teacher.state_dict().items():
         h.update(f"{name}:{tensor.dtype}:{tuple(tensor.shape)}".encode())
         h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
@@ -88,7 +90,12 @@ class _Entry:
         self.versions = tuple(t._version for t in self.tensors())
 
     def tensors(self) -> list[torch.Tensor]:
-        return [self.index, self.logits, *([self.embedding] if self.embedding is not None else []), *self.stages]
+        return [
+            self.index,
+            self.logits,
+            *([self.embedding] if self.embedding is not None else []),
+            *self.stages,
+        ]
 
     def intact(self) -> bool:
         """False when something wrote into a stored tensor after it was stored."""
@@ -103,8 +110,13 @@ class _Entry:
         return sum(t.numel() * t.element_size() for t in self.stages)
 
     def as_dict(self) -> dict[str, Any]:
-        return {"index": self.index.cpu(), "logits": self.logits.cpu(), "stages": [s.cpu() for s in self.stages],
-                "embedding": None if self.embedding is None else self.embedding.cpu(), "forward_s": self.forward_s}
+        return {
+            "index": self.index.cpu(),
+            "logits": self.logits.cpu(),
+            "stages": [s.cpu() for s in self.stages],
+            "embedding": None if self.embedding is None else self.embedding.cpu(),
+            "forward_s": self.forward_s,
+        }
 
 
 class _Epoch:
@@ -129,7 +141,9 @@ class _Epoch:
     def drop_stages(self) -> None:
         for number, entry in list(self.batches.items()):
             if entry.stages:
-                self.put(number, _Entry(entry.index, entry.logits, entry.embedding, forward_s=entry.forward_s))
+                self.put(
+                    number, _Entry(entry.index, entry.logits, entry.embedding, forward_s=entry.forward_s)
+                )
 
     def save(self) -> None:
         """Write the epoch if it holds anything unwritten; a failed write only costs a later recomputation."""
@@ -159,11 +173,21 @@ class _Epoch:
             if {k: stored.get(k) for k in meta} != meta:
                 raise ValueError("it holds another teacher's, stream's or epoch's outputs")
             for number, e in stored["batches"].items():
-                epoch.put(int(number), _Entry(e["index"], e["logits"], e["embedding"], list(e["stages"]),
-                                              float(e.get("forward_s", 0.0))))
+                epoch.put(
+                    int(number),
+                    _Entry(
+                        e["index"],
+                        e["logits"],
+                        e["embedding"],
+                        list(e["stages"]),
+                        float(e.get("forward_s", 0.0)),
+                    ),
+                )
             epoch.dirty = False
         except Exception as exc:  # truncated, corrupted, tampered, foreign: never use it
-            warnings.warn(f"cached teacher outputs {path} are unusable ({exc}); recomputing them", stacklevel=3)
+            warnings.warn(
+                f"cached teacher outputs {path} are unusable ({exc}); recomputing them", stacklevel=3
+            )
             epoch = cls(meta, path)
         return epoch
 
@@ -217,7 +241,9 @@ class TeacherOutputCache:
         self.feature_budget_bytes = feature_budget_bytes
         self.fingerprint = teacher_fingerprint(teacher)
         self.hits = self.misses = 0
-        self.saved_s = 0.0  # teacher forward time that hits did not spend (as measured when each was computed)
+        self.saved_s = (
+            0.0  # teacher forward time that hits did not spend (as measured when each was computed)
+        )
         self._over_budget: set[str] = set()  # streams whose stage features do not fit the budget
         self._current: _Epoch | None = None
 
@@ -232,7 +258,11 @@ class TeacherOutputCache:
         if entry is not None and self._usable(entry, batch, features):
             self.hits += 1
             self.saved_s += entry.forward_s
-            return Outputs(entry.logits, list(entry.stages), entry.embedding) if features else Outputs(entry.logits)
+            return (
+                Outputs(entry.logits, list(entry.stages), entry.embedding)
+                if features
+                else Outputs(entry.logits)
+            )
         self.misses += 1
         start = time.perf_counter()
         out = teacher_forward(self.teacher, batch.x, features)
@@ -258,12 +288,21 @@ class TeacherOutputCache:
             self._current.save()
 
     def _epoch(self, digest: str, number: int, device: torch.device) -> _Epoch:
-        meta = {"format": FORMAT, "teacher_id": self.teacher_id, "fingerprint": self.fingerprint,
-                "stream": digest, "epoch": number}
+        meta = {
+            "format": FORMAT,
+            "teacher_id": self.teacher_id,
+            "fingerprint": self.fingerprint,
+            "stream": digest,
+            "epoch": number,
+        }
         key = (None if self.root is None else str(self.root), *meta.values())
         epoch = _MEMORY.get(key)
         if epoch is None:
-            path = None if self.root is None else self.root / "teacher_outputs" / self.teacher_id / digest / f"e{number}.pt"
+            path = (
+                None
+                if self.root is None
+                else self.root / "teacher_outputs" / self.teacher_id / digest / f"e{number}.pt"
+            )
             epoch = _Epoch.load(meta, path, device)
             _MEMORY.put(key, epoch)
         if self._current is not None and self._current is not epoch:
@@ -278,8 +317,10 @@ class TeacherOutputCache:
             warnings.warn("a method wrote into cached teacher outputs; recomputing them", stacklevel=3)
             return False
         if entry.index.shape != batch.index.shape or not torch.equal(entry.index, batch.index):
-            warnings.warn(f"cached teacher outputs for view {batch.view} belong to other samples; recomputing",
-                          stacklevel=3)
+            warnings.warn(
+                f"cached teacher outputs for view {batch.view} belong to other samples; recomputing",
+                stacklevel=3,
+            )
             return False
         return True
 

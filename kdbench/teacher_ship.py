@@ -27,9 +27,16 @@ def profile_teacher_keys(profile: Profile) -> list[TeacherKey]:
 def provenance(profile: Profile) -> dict[str, object]:
     """What produced the teachers: the command that trains them (their key says with what data, recipe, epochs and
     seed), and the code, torch and machine of the export (the cache does not record where a teacher trained)."""
-    return {"command": f"python run_all.py --profile {profile.name}",
-            "exported_with": {"kdbench": kdbench.__version__, "git_commit": env.git_commit(),
-                              "torch": torch.__version__, "machine": env.cpu_model(), "platform": platform.platform()}}
+    return {
+        "command": f"python run_all.py --profile {profile.name}",
+        "exported_with": {
+            "kdbench": kdbench.__version__,
+            "git_commit": env.git_commit(),
+            "torch": torch.__version__,
+            "machine": env.cpu_model(),
+            "platform": platform.platform(),
+        },
+    }
 
 
 def ship_profile(profile: Profile, cache_dir: str | Path | None, dest: str | Path) -> list[Path]:
@@ -38,5 +45,7 @@ def ship_profile(profile: Profile, cache_dir: str | Path | None, dest: str | Pat
     cache = TeacherCache(cache_dir or default_cache_dir(), shipped=None, retrain=False)
     info = DATASETS[profile.dataset]
     stamp = provenance(profile)
-    return [ship(cache, key, create_model(key.arch, info.num_classes, info.in_chans), Path(dest), stamp)
-            for key in profile_teacher_keys(profile)]
+    return [
+        ship(cache, key, create_model(key.arch, info.num_classes, info.in_chans), Path(dest), stamp)
+        for key in profile_teacher_keys(profile)
+    ]

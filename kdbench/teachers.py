@@ -67,7 +67,9 @@ class CachedTeacher:
 SHIPPED_DIR = Path(__file__).resolve().parent / "shipped_teachers"
 RETRAIN_ENV = "KDBENCH_RETRAIN_TEACHERS"
 SHIPPED_SOURCE = "shipped"  # meta["source"] of a teacher loaded from the package
-LOGITS_TENSOR = "meta.test_logits"  # the teacher's test logits travel in the safetensors file beside its weights
+LOGITS_TENSOR = (
+    "meta.test_logits"  # the teacher's test logits travel in the safetensors file beside its weights
+)
 
 
 def retrain_requested() -> bool:
@@ -75,7 +77,9 @@ def retrain_requested() -> bool:
 
 
 class TeacherCache:
-    def __init__(self, root: str | Path, shipped: Path | None = SHIPPED_DIR, retrain: bool | None = None) -> None:
+    def __init__(
+        self, root: str | Path, shipped: Path | None = SHIPPED_DIR, retrain: bool | None = None
+    ) -> None:
         """`shipped`: where packaged checkpoints are looked up on a miss (None: never); `retrain` (default: the
         KDBENCH_RETRAIN_TEACHERS variable): train afresh every teacher whose cached copy came from the package."""
         self.root = Path(root)
@@ -125,8 +129,11 @@ class TeacherCache:
             return payload["meta"]
         except Exception as exc:  # truncated, corrupt, half-written: never use it
             reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # torch's errors run to pages
-            warnings.warn(f"teacher checkpoint {path} is unusable ({reason}); retraining it", KdbenchWarning,
-                          stacklevel=2)
+            warnings.warn(
+                f"teacher checkpoint {path} is unusable ({reason}); retraining it",
+                KdbenchWarning,
+                stacklevel=2,
+            )
             return None
 
     def _store(self, key: TeacherKey, model: nn.Module, meta: dict[str, Any]) -> None:
@@ -162,13 +169,18 @@ def load_shipped(folder: Path, key: TeacherKey, model: nn.Module) -> dict[str, A
         model.load_state_dict(tensors, strict=True)
     except Exception as exc:
         reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        warnings.warn(f"shipped teacher {weights.name} is unusable ({reason}); training it", KdbenchWarning,
-                      stacklevel=2)
+        warnings.warn(
+            f"shipped teacher {weights.name} is unusable ({reason}); training it",
+            KdbenchWarning,
+            stacklevel=2,
+        )
         return None
     return {**info["meta"], "test_logits": logits, "source": SHIPPED_SOURCE}
 
 
-def ship(cache: TeacherCache, key: TeacherKey, model: nn.Module, folder: Path, provenance: dict[str, Any]) -> Path:
+def ship(
+    cache: TeacherCache, key: TeacherKey, model: nn.Module, folder: Path, provenance: dict[str, Any]
+) -> Path:
     """Export the cached teacher for `key` (loaded into `model`, an instance of its architecture) to `folder` as
     safetensors plus a JSON sidecar: its key, SHA-256, meta and `provenance` (the command, code and machine that
     trained it). Refuses a teacher that is not cached or that itself came from the package."""
@@ -176,14 +188,20 @@ def ship(cache: TeacherCache, key: TeacherKey, model: nn.Module, folder: Path, p
     if meta is None:
         raise KdbenchError(f"teacher {key.filename()} is not in the cache at {cache.root}; train it first")
     if meta.get("source") == SHIPPED_SOURCE:
-        raise KdbenchError(f"teacher {key.filename()} came from the package; run with --retrain-teachers first")
+        raise KdbenchError(
+            f"teacher {key.filename()} came from the package; run with --retrain-teachers first"
+        )
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors[LOGITS_TENSOR] = meta["test_logits"].contiguous()
     data = save_safetensors(tensors)
     weights, sidecar = shipped_paths(folder, key)
     scalars = {k: v for k, v in meta.items() if k != "test_logits"}
-    info = {"key": asdict(key), "sha256": hashlib.sha256(data).hexdigest(), "meta": scalars,
-            "provenance": provenance}
+    info = {
+        "key": asdict(key),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "meta": scalars,
+        "provenance": provenance,
+    }
     atomic_write_bytes(weights, data)
     atomic_write_text(sidecar, json.dumps(info, indent=1, sort_keys=True) + "\n")
     return weights

@@ -34,8 +34,10 @@ class Settings:
 
     def check(self) -> None:
         if self.warmup < 0 or self.repeats < 1 or self.steps < 1:
-            raise KdbenchError(f"bench needs warmup >= 0, repeats >= 1 and steps >= 1; got warmup={self.warmup}, "
-                               f"repeats={self.repeats}, steps={self.steps}")
+            raise KdbenchError(
+                f"bench needs warmup >= 0, repeats >= 1 and steps >= 1; got warmup={self.warmup}, "
+                f"repeats={self.repeats}, steps={self.steps}"
+            )
 
 
 def interleaved_medians(steps: dict[str, Step], settings: Settings, device: torch.device) -> dict[str, float]:

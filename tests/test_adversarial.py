@@ -18,8 +18,12 @@ def test_discriminator_loss_falls_on_separable_inputs():
     d = Discriminator(10, 32)
     opt = torch.optim.Adam(d.parameters(), lr=1e-3, betas=(0.5, 0.999))
     g = torch.Generator().manual_seed(0)
-    real = F.softmax(torch.randn(64, 10, generator=g) * 0.5 + 6 * F.one_hot(torch.zeros(64, dtype=torch.long), 10), 1)
-    fake = F.softmax(torch.randn(64, 10, generator=g) * 0.5, 1)  # near uniform: separable from the peaked real
+    real = F.softmax(
+        torch.randn(64, 10, generator=g) * 0.5 + 6 * F.one_hot(torch.zeros(64, dtype=torch.long), 10), 1
+    )
+    fake = F.softmax(
+        torch.randn(64, 10, generator=g) * 0.5, 1
+    )  # near uniform: separable from the peaked real
 
     def total() -> torch.Tensor:
         return sum(discriminator_loss(d, real, fake).values())

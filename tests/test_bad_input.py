@@ -67,22 +67,35 @@ def cli_error(argv: list[str], folders: tuple[Path, Path], capsys) -> str:
 @pytest.mark.parametrize(
     "argv, message",
     [
-        (["run", "--method", "nope", "--student", STUDENT], "unknown method 'nope'; valid choices: adversarial, at, "),
+        (
+            ["run", "--method", "nope", "--student", STUDENT],
+            "unknown method 'nope'; valid choices: adversarial, at, ",
+        ),
         ([*KD[:4], "nope", *KD[5:]], "unknown model 'nope'; valid choices: cifar_mobilenetv2, "),
         ([*KD[:6], "nope"], "unknown model 'nope'; valid choices: cifar_mobilenetv2, "),
-        (["run", "--method", "baseline", "--student", STUDENT, "--dataset", "nope"],
-         "unknown dataset 'nope'; valid choices: cifar10, cifar100, fashion-mnist, mnist"),
+        (
+            ["run", "--method", "baseline", "--student", STUDENT, "--dataset", "nope"],
+            "unknown dataset 'nope'; valid choices: cifar10, cifar100, fashion-mnist, mnist",
+        ),
         (["grid", "--profile", "nope"], "unknown profile 'nope'; valid choices: "),
-        ([*KD, "--hp", "nope=1"], "unknown hyperparameter of kd 'nope'; valid choices: ce_weight, kd_weight, temperature"),
+        (
+            [*KD, "--hp", "nope=1"],
+            "unknown hyperparameter of kd 'nope'; valid choices: ce_weight, kd_weight, temperature",
+        ),
         ([*KD, "--hp", "temperature"], "hyperparameter 'temperature' must look like name=value"),
         ([*KD, "--hp", "=4"], "hyperparameter '=4' must look like name=value"),
         ([*KD, "--hp", "temperature=hot"], "hyperparameter temperature='hot' of kd must be like 4.0"),
         ([*KD, "--hp", "temperature=0"], "hyperparameter temperature=0 of kd must be > 0"),
         ([*KD, "--hp", "kd_weight=-1"], "hyperparameter kd_weight=-1 of kd must be >= 0"),
-        ([*KD[:4], "swin_tiny_patch4_window7_224", *KD[5:]],
-         "model 'swin_tiny_patch4_window7_224' takes only 224x224 inputs"),
+        (
+            [*KD[:4], "swin_tiny_patch4_window7_224", *KD[5:]],
+            "model 'swin_tiny_patch4_window7_224' takes only 224x224 inputs",
+        ),
         ([*KD, "--device", "mps"], "unknown device 'mps'; valid choices: auto, cpu, cuda, cuda:N"),
-        ([*KD, "--device", "cuda:first"], "unknown device 'cuda:first'; valid choices: auto, cpu, cuda, cuda:N"),
+        (
+            [*KD, "--device", "cuda:first"],
+            "unknown device 'cuda:first'; valid choices: auto, cpu, cuda, cuda:N",
+        ),
         ([*KD, "--device", "cuda:99"], "valid choices here: auto, cpu"),  # with or without a GPU
     ],
 )
@@ -91,7 +104,10 @@ def test_unknown_names_and_bad_options(argv, message, folders, capsys):
 
 
 def test_profile_choices_are_listed(folders, capsys):
-    assert all(name in cli_error(["grid", "--profile", "nope"], folders, capsys) for name in ("cpu", "paper", "smoke"))
+    assert all(
+        name in cli_error(["grid", "--profile", "nope"], folders, capsys)
+        for name in ("cpu", "paper", "smoke")
+    )
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message for a machine without a GPU")
@@ -117,15 +133,31 @@ def test_cuda_without_a_gpu(folders, capsys):
         (TEACHER, "cifar_resnet15", "unknown model 'cifar_resnet15'; valid choices: cifar_mobilenetv2, "),
         ("{teacher:", "{teachr:", "unknown field 'teachr'; valid fields: kind, methods, student, teacher"),
         ("dataset: fashion-mnist", "dataset: svhn", "unknown dataset 'svhn'; valid choices: cifar10, "),
-        ("methods: [kd]", "methods: [kd]\nhparams: {kd: {temperature: hot}}",
-         "hyperparameter temperature='hot' of kd must be like 4.0"),
-        ("methods: [kd]", "methods: [kd]\nhparams: {kd: {temperature: 0}}",
-         "hyperparameter temperature=0 of kd must be > 0"),
-        ("methods: [kd]", "methods: [kd]\nhparams: {kd: {tau: 2}}",
-         "unknown hyperparameter of kd 'tau'; valid choices: ce_weight, kd_weight, temperature"),
-        ("methods: [kd]", "methods: [kd]\nhparams: {kd: 4}", "field 'hparams' must be a mapping of str to a mapping"),
-        ("methods: [kd]", "methods: [kd]\nhparams: {kdd: {temperature: 2}}",
-         "unknown method in hparams 'kdd'; valid choices: adversarial, "),
+        (
+            "methods: [kd]",
+            "methods: [kd]\nhparams: {kd: {temperature: hot}}",
+            "hyperparameter temperature='hot' of kd must be like 4.0",
+        ),
+        (
+            "methods: [kd]",
+            "methods: [kd]\nhparams: {kd: {temperature: 0}}",
+            "hyperparameter temperature=0 of kd must be > 0",
+        ),
+        (
+            "methods: [kd]",
+            "methods: [kd]\nhparams: {kd: {tau: 2}}",
+            "unknown hyperparameter of kd 'tau'; valid choices: ce_weight, kd_weight, temperature",
+        ),
+        (
+            "methods: [kd]",
+            "methods: [kd]\nhparams: {kd: 4}",
+            "field 'hparams' must be a mapping of str to a mapping",
+        ),
+        (
+            "methods: [kd]",
+            "methods: [kd]\nhparams: {kdd: {temperature: 2}}",
+            "unknown method in hparams 'kdd'; valid choices: adversarial, ",
+        ),
     ],
 )
 def test_bad_grid_yaml(old, new, message, tmp_path, folders, capsys):
@@ -152,13 +184,17 @@ def test_corrupt_data_file_names_it_and_writes_nothing(tmp_path):
     message = str(caught.value)
     expected, got = catalog.FASHION_MNIST_SHA256[victim.name][:12], catalog.sha256(victim)[:12]
     assert "\n" not in message and f"Fashion-MNIST file {victim} does not match its checksum" in message
-    assert f"SHA-256 {got}" in message and f"expected {expected}" in message and "reinstall kdbench" in message
+    assert (
+        f"SHA-256 {got}" in message and f"expected {expected}" in message and "reinstall kdbench" in message
+    )
     assert not files_under(root), "files were unpacked although one of them is corrupt"
 
 
 # ---- 4: a truncated teacher checkpoint ---------------------------------------------------------------------------
 def test_truncated_teacher_checkpoint_is_retrained_with_one_warning_line(tmp_path):
-    cfg = RunConfig(method="kd", student=STUDENT, teachers=(STUDENT,), train_subset=64, epochs=1, test_subset=100)
+    cfg = RunConfig(
+        method="kd", student=STUDENT, teachers=(STUDENT,), train_subset=64, epochs=1, test_subset=100
+    )
     cache, cpu = TeacherCache(tmp_path), torch.device("cpu")
     get_teacher(cfg, 0, cpu, cache, progress=False)
     ckpt = cache.path(teacher_key(cfg, 0))
@@ -198,9 +234,15 @@ def test_unwritable_folder_fails_before_training(command, which, option, tmp_pat
     bad = unwritable_folder(tmp_path)
     grid_file = tmp_path / "grid.yaml"
     grid_file.write_text(GOOD_GRID)
-    argv = [*KD, "--train-subset", "64", "--epochs", "1"] if command == "run" else ["grid", "--grid", str(grid_file)]
+    argv = (
+        [*KD, "--train-subset", "64", "--epochs", "1"]
+        if command == "run"
+        else ["grid", "--grid", str(grid_file)]
+    )
     dirs = {"results": results, "cache": cache, which: bad}
-    line = error_line(capsys, main([*argv, "--results-dir", str(dirs["results"]), "--cache-dir", str(dirs["cache"])]))
+    line = error_line(
+        capsys, main([*argv, "--results-dir", str(dirs["results"]), "--cache-dir", str(dirs["cache"])])
+    )
     assert f"cannot write to {bad}" in line and option in line
     assert not files_under(results, cache), "something was trained or written before the check"
 
@@ -228,13 +270,20 @@ def test_fitnet_pair_that_cannot_be_aligned():
 
 
 def test_fitnet_hint_stage_out_of_range():
-    assert "hint_stage=9 is out of range for this pair; valid choices: -4 to 3" in fitnet_error(TEACHER, STUDENT,
-                                                                                                hint_stage=9)
+    assert "hint_stage=9 is out of range for this pair; valid choices: -4 to 3" in fitnet_error(
+        TEACHER, STUDENT, hint_stage=9
+    )
 
 
 def test_unalignable_pair_in_a_run_writes_no_record(tmp_path):
-    cfg = RunConfig(method="fitnet", student="cifar_mobilenetv2", teachers=(TEACHER,), train_subset=64, epochs=1,
-                    test_subset=100)
+    cfg = RunConfig(
+        method="fitnet",
+        student="cifar_mobilenetv2",
+        teachers=(TEACHER,),
+        train_subset=64,
+        epochs=1,
+        test_subset=100,
+    )
     with pytest.raises(KdbenchError, match="fitnet cannot align"):
         run(cfg, device="cpu", results_dir=tmp_path / "results", cache_dir=tmp_path / "cache", progress=False)
     assert not files_under(tmp_path / "results") and not list(tmp_path.rglob("*.tmp"))
@@ -257,6 +306,8 @@ def test_run_all_unknown_profile(run_all, folders, capsys):
 
 def test_run_all_unwritable_results_folder(run_all, tmp_path, folders, capsys):
     bad = unwritable_folder(tmp_path)
-    line = error_line(capsys, run_all.main(["--profile", "smoke", "--results-dir", str(bad)]), "run_all: error: ")
+    line = error_line(
+        capsys, run_all.main(["--profile", "smoke", "--results-dir", str(bad)]), "run_all: error: "
+    )
     assert f"cannot write to {bad}" in line and "--results-dir" in line
     assert not files_under(*folders)

@@ -15,12 +15,34 @@ from kdbench.models import create_model
 from kdbench.profiles import Pair, Profile
 from kdbench.timing import Settings
 
-COLUMNS = {"method", "step_ms", "samples_per_s", "vs_baseline", "student_ms", "teachers_ms", "modules_ms",
-           "ideal_ms", "vs_ideal", "ideal_target", "setup_s", "peak_memory_mb", "student_step", "teachers_timed",
-           "modules_timed"}
+COLUMNS = {
+    "method",
+    "step_ms",
+    "samples_per_s",
+    "vs_baseline",
+    "student_ms",
+    "teachers_ms",
+    "modules_ms",
+    "ideal_ms",
+    "vs_ideal",
+    "ideal_target",
+    "setup_s",
+    "peak_memory_mb",
+    "student_step",
+    "teachers_timed",
+    "modules_timed",
+}
 TINY = Profile(
-    name="bench-tiny", description="", dataset="fashion-mnist", pairs=(Pair("cifar_resnet14", "cifar_resnet8"),),
-    seeds=(0,), epochs=1, teacher_epochs=1, train_subset=128, recipe="bench-tiny", test_subset=100,
+    name="bench-tiny",
+    description="",
+    dataset="fashion-mnist",
+    pairs=(Pair("cifar_resnet14", "cifar_resnet8"),),
+    seeds=(0,),
+    epochs=1,
+    teacher_epochs=1,
+    train_subset=128,
+    recipe="bench-tiny",
+    test_subset=100,
     methods=("baseline", "kd", "fitnet"),
 )
 
@@ -29,8 +51,13 @@ TINY = Profile(
 def frame(tmp_path_factory):
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(RECIPES, "bench-tiny", Recipe("bench-tiny", 1, 32, 0.05))
-        out = bench(TINY, device="cpu", settings=Settings(warmup=1, repeats=2, steps=2),
-                    cache_dir=tmp_path_factory.mktemp("cache"), progress=False)
+        out = bench(
+            TINY,
+            device="cpu",
+            settings=Settings(warmup=1, repeats=2, steps=2),
+            cache_dir=tmp_path_factory.mktemp("cache"),
+            progress=False,
+        )
     return out.set_index("method", drop=False)
 
 
@@ -58,7 +85,10 @@ def test_probe_finds_teachers_features_and_adapters(frame):
 
 
 def test_cached_rows_run_no_teacher(frame):
-    for name in ("kd (cached teacher outputs)", "fitnet (cached teacher outputs)"):  # tiny: features fit the budget
+    for name in (
+        "kd (cached teacher outputs)",
+        "fitnet (cached teacher outputs)",
+    ):  # tiny: features fit the budget
         cached = frame.loc[name]
         assert cached["teachers_timed"] == "" and cached["teachers_ms"] == 0 and cached["vs_baseline"] > 0
     assert "baseline (cached teacher outputs)" not in frame.index
@@ -92,11 +122,14 @@ def test_perf_written_atomically_and_parses(frame, tmp_path, monkeypatch):
     assert not list(tmp_path.glob(".*.tmp")), "temporary files left behind"
 
 
-@pytest.mark.parametrize("argv", [
-    ["bench", "--profile", "smoke", "--methods", "nope"],
-    ["bench", "--profile", "smoke", "--repeats", "0"],
-    ["bench", "--profile", "nope"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["bench", "--profile", "smoke", "--methods", "nope"],
+        ["bench", "--profile", "smoke", "--repeats", "0"],
+        ["bench", "--profile", "nope"],
+    ],
+)
 def test_cli_user_errors(argv, capsys):
     assert main(argv) == 2
     err = capsys.readouterr().err
@@ -111,10 +144,20 @@ def test_features_over_budget_get_a_held_row_not_a_cached_one(tmp_path):
     with pytest.MonkeyPatch.context() as mp:
         mp.setitem(RECIPES, "bench-tiny", Recipe("bench-tiny", 1, 32, 0.05))
         mp.setattr(bench_module, "DEFAULT_FEATURE_BUDGET_BYTES", 1)
-        frame = bench(TINY, methods=["baseline", "fitnet"], device="cpu", settings=Settings(0, 1, 1),
-                      cache_dir=tmp_path, progress=False).set_index("method", drop=False)
+        frame = bench(
+            TINY,
+            methods=["baseline", "fitnet"],
+            device="cpu",
+            settings=Settings(0, 1, 1),
+            cache_dir=tmp_path,
+            progress=False,
+        ).set_index("method", drop=False)
     assert "fitnet (cached teacher outputs)" not in frame.index
     held = frame.loc["fitnet (teacher outputs held in memory)"]
-    assert held["teachers_ms"] == 0 and held["modules_timed"] == "regressor" and held["ideal_target"] in ("met", "not met")
+    assert (
+        held["teachers_ms"] == 0
+        and held["modules_timed"] == "regressor"
+        and held["ideal_target"] in ("met", "not met")
+    )
     assert "exceeds the output cache's budget" in frame.loc["fitnet", "note"]
     assert "(teacher outputs held in memory) within" in "\n".join(bench_module.target_lines(frame))

@@ -29,10 +29,20 @@ BY_KEY = {c.key: c for c in claims.CLAIMS}
 def test_claims_profile_is_registered_on_the_cpu_budget():
     profile = profiles.get_profile("claims")
     cpu = profiles.get_profile("cpu")
-    for name in ("dataset", "recipe", "epochs", "teacher_epochs", "train_subset", "teacher_train_subset",
-                 "test_subset", "teacher_seed"):
+    for name in (
+        "dataset",
+        "recipe",
+        "epochs",
+        "teacher_epochs",
+        "train_subset",
+        "teacher_train_subset",
+        "test_subset",
+        "teacher_seed",
+    ):
         assert getattr(profile, name) == getattr(cpu, name), name
-    assert set(profile.seeds) <= set(cpu.seeds)  # fewer seeds: a claim adds its own where its effect needs them
+    assert set(profile.seeds) <= set(
+        cpu.seeds
+    )  # fewer seeds: a claim adds its own where its effect needs them
     ids = [c.cell_id() for c in profiles.all_cells(profile)]
     assert len(ids) == len(set(ids)) and len(ids) == len(claims.all_cells(profile))
     assert profiles.profile_summary(profile)["cells"] == len(ids)
@@ -40,11 +50,15 @@ def test_claims_profile_is_registered_on_the_cpu_budget():
 
 def test_run_all_runs_the_claims_notebook():
     assert run_all.notebooks_for("claims") == [run_all.CLAIMS_NOTEBOOK]
-    assert run_all.CLAIMS_NOTEBOOK in run_all.JOB_NOTEBOOKS and run_all.notebooks_for("cpu") == run_all.NOTEBOOKS
+    assert (
+        run_all.CLAIMS_NOTEBOOK in run_all.JOB_NOTEBOOKS and run_all.notebooks_for("cpu") == run_all.NOTEBOOKS
+    )
     nb = nbformat.read(ROOT / "notebooks" / f"{run_all.CLAIMS_NOTEBOOK}.ipynb", as_version=4)
     params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
-    assert len(params) == 1 and all(f"{name} =" in params[0].source
-                                    for name in ("profile", "device", "results_dir", "executor", "workers"))
+    assert len(params) == 1 and all(
+        f"{name} =" in params[0].source
+        for name in ("profile", "device", "results_dir", "executor", "workers")
+    )
 
 
 @pytest.mark.parametrize("claim", claims.CLAIMS, ids=lambda c: c.key)
@@ -72,29 +86,58 @@ Metric = Callable[[dict, RunConfig], dict]
 
 def _record(cfg: RunConfig, **values) -> dict:
     extras = {k.removeprefix("extras."): values.pop(k) for k in list(values) if k.startswith("extras.")}
-    return {"cell_id": cfg.cell_id(), "status": "ok", "method": cfg.method, "student": cfg.student,
-            "teacher": cfg.teachers[0] if cfg.teachers else None, "seed": cfg.seed, "extras": extras, **values}
+    return {
+        "cell_id": cfg.cell_id(),
+        "status": "ok",
+        "method": cfg.method,
+        "student": cfg.student,
+        "teacher": cfg.teachers[0] if cfg.teachers else None,
+        "seed": cfg.seed,
+        "extras": extras,
+        **values,
+    }
 
 
 def _random(labels: dict, cfg: RunConfig, rng: np.random.Generator) -> dict:
-    return {"student_top1": 60 + 10 * rng.random(), "teacher_top1": 80 + rng.random(), "teacher_params": 2e5,
-            "train_time_s": 10 + rng.random(), "extras.search_time_s": rng.random(), "extras.chosen_arch": "a",
-            "extras.synthesis_time_s": rng.random(), "extras.avg_forgetting": 50 * rng.random(),
-            "extras.avg_accuracy": 30 * rng.random(), "extras.task_accuracy": [[90.0, 10 * rng.random()]] * 2}
+    return {
+        "student_top1": 60 + 10 * rng.random(),
+        "teacher_top1": 80 + rng.random(),
+        "teacher_params": 2e5,
+        "train_time_s": 10 + rng.random(),
+        "extras.search_time_s": rng.random(),
+        "extras.chosen_arch": "a",
+        "extras.synthesis_time_s": rng.random(),
+        "extras.avg_forgetting": 50 * rng.random(),
+        "extras.avg_accuracy": 30 * rng.random(),
+        "extras.task_accuracy": [[90.0, 10 * rng.random()]] * 2,
+    }
 
 
 def records(claim: claims.Claim, metric: Metric | None = None, seed: int = 0) -> list[dict]:
     """One record per designed cell of `claim` on THREE: random metrics, overridden by `metric`."""
     rng = np.random.default_rng(seed)
-    out = [_record(cfg, **{**_random(labels, cfg, rng), **(metric(labels, cfg) if metric else {})})
-           for labels, cfg in claim.design(THREE)]
+    out = [
+        _record(cfg, **{**_random(labels, cfg, rng), **(metric(labels, cfg) if metric else {})})
+        for labels, cfg in claim.design(THREE)
+    ]
     for t in claim.timings(THREE):
         step = 0.01 * t.batch_size * (1 + 0.01 * rng.random())
         if metric:
             step = metric({"method": t.cell.method, "batch_size": t.batch_size}, t.cell)["step_s"]
-        out.append({"cell_id": t.cell_id(), "status": "ok", "kind": "step_time", "method": t.cell.method,
-                    "student": t.cell.student, "teacher": None, "batch_size": t.batch_size,
-                    "batch_samples": t.batch_size, "round": t.round, "step_s": step})
+        out.append(
+            {
+                "cell_id": t.cell_id(),
+                "status": "ok",
+                "kind": "step_time",
+                "method": t.cell.method,
+                "student": t.cell.student,
+                "teacher": None,
+                "batch_size": t.batch_size,
+                "batch_samples": t.batch_size,
+                "round": t.round,
+                "step_s": step,
+            }
+        )
     return out
 
 
@@ -121,7 +164,9 @@ def test_quantization_direction(sign, expected):
     def metric(labels, cfg):  # qkd loses (or gains) 5 points a bit, with seed noise of ±0.5
         return {"student_top1": 50 + sign * 5 * cfg.hparams.get("bits", 8) + 0.5 * (cfg.seed - 1)}
 
-    finding, _ = BY_KEY["quantization_bits"].evaluate(frame(records(BY_KEY["quantization_bits"], metric)), THREE)
+    finding, _ = BY_KEY["quantization_bits"].evaluate(
+        frame(records(BY_KEY["quantization_bits"], metric)), THREE
+    )
     assert finding.summary[0] == pytest.approx(sign * 30) and finding.verdict == expected
 
 
@@ -131,7 +176,9 @@ def test_overlapping_interval_is_inconclusive():
     def metric(labels, cfg):  # per-seed differences -5, -5, +15: mean +1.7, interval ±28.7
         return {"student_top1": top1[(cfg.hparams["bits"], cfg.seed)]}
 
-    finding, _ = BY_KEY["quantization_bits"].evaluate(frame(records(BY_KEY["quantization_bits"], metric)), THREE)
+    finding, _ = BY_KEY["quantization_bits"].evaluate(
+        frame(records(BY_KEY["quantization_bits"], metric)), THREE
+    )
     assert finding.verdict == claims.INCONCLUSIVE
 
 
@@ -160,12 +207,31 @@ def test_relation_cost_superlinear_growth_is_supported():
 
     claim = BY_KEY["relation_cost"]
     budget = claims.Budget(dataclasses.replace(THREE.profile, meaningful=True))  # 5 rounds
-    recs = [r | {"step_s": metric({"method": r["method"], "batch_size": r["batch_size"]}, None)["step_s"]
-                 * (1 + 1e-3 * r["round"])} for r in records(claim) if "step_s" in r]
-    recs += [{"cell_id": t.cell_id(), "status": "ok", "kind": "step_time", "method": t.cell.method,
-              "student": t.cell.student, "teacher": None, "batch_size": t.batch_size, "batch_samples": t.batch_size,
-              "round": t.round, "step_s": metric({"method": t.cell.method, "batch_size": t.batch_size}, None)["step_s"]
-              * (1 + 1e-3 * t.round)} for t in claim.timings(budget)]
+    recs = [
+        r
+        | {
+            "step_s": metric({"method": r["method"], "batch_size": r["batch_size"]}, None)["step_s"]
+            * (1 + 1e-3 * r["round"])
+        }
+        for r in records(claim)
+        if "step_s" in r
+    ]
+    recs += [
+        {
+            "cell_id": t.cell_id(),
+            "status": "ok",
+            "kind": "step_time",
+            "method": t.cell.method,
+            "student": t.cell.student,
+            "teacher": None,
+            "batch_size": t.batch_size,
+            "batch_samples": t.batch_size,
+            "round": t.round,
+            "step_s": metric({"method": t.cell.method, "batch_size": t.batch_size}, None)["step_s"]
+            * (1 + 1e-3 * t.round),
+        }
+        for t in claim.timings(budget)
+    ]
     finding, _ = claim.evaluate(frame(recs), budget)
     expected = 1e6 * 1e-6 * (256 - 32)  # extra µs per sample: 1e-6 * b, from b = 32 to 256
     assert finding.summary[0] == pytest.approx(expected, rel=0.01) and finding.verdict == claims.SUPPORTED
@@ -183,7 +249,10 @@ def test_report_is_written_from_records(tmp_path):
         assert f"## {claim.number}. " in text
     summary = pd.read_csv(tmp_path / "claims.csv")
     assert len(summary) == len(claims.CLAIMS) and set(summary["verdict"]) <= {
-        claims.SUPPORTED, claims.NOT_SUPPORTED, claims.INCONCLUSIVE}
+        claims.SUPPORTED,
+        claims.NOT_SUPPORTED,
+        claims.INCONCLUSIVE,
+    }
 
 
 def test_end_to_end_mini_run(tmp_path):
@@ -203,7 +272,9 @@ def test_end_to_end_mini_run(tmp_path):
 
 def test_table_cells_show_an_interval_only_where_replicates_differ():
     assert claims.ci_text(pd.Series([1.0, 2.0, 3.0])) == "+2.00 ± 2.48"
-    assert claims.ci_text(pd.Series([174970.0] * 3), signed=False) == "174,970"  # one teacher's size, every seed
+    assert (
+        claims.ci_text(pd.Series([174970.0] * 3), signed=False) == "174,970"
+    )  # one teacher's size, every seed
     assert claims.ci_text(pd.Series([80.38] * 3), signed=False) == "80.38"
     assert claims.ci_text(pd.Series([0.0] * 3)) == "+0.00"  # a reference against itself
     assert claims.ci_text(pd.Series([5.0])) == "+5.00" and claims.ci_text(pd.Series([], dtype=float)) == "—"

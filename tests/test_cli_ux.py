@@ -69,7 +69,9 @@ def tiny_grid(tmp_path: Path, name: str = "tiny", methods: str = "baseline") -> 
 
 
 def python(*args: str, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *args], capture_output=True, text=True, cwd=ROOT, timeout=120, **kw)
+    return subprocess.run(
+        [sys.executable, *args], capture_output=True, text=True, cwd=ROOT, timeout=120, **kw
+    )
 
 
 # ---- the CLI's surface -------------------------------------------------------------------------------------------
@@ -117,28 +119,39 @@ def test_methods_table_fits_100_columns_with_details_elsewhere(capsys):
 
 
 def test_methods_into_a_closed_pipe():
-    done = subprocess.run(f"{sys.executable} -m kdbench methods | head -1", shell=True, capture_output=True,
-                          text=True, cwd=ROOT, timeout=120)
+    done = subprocess.run(
+        f"{sys.executable} -m kdbench methods | head -1",
+        shell=True,
+        capture_output=True,
+        text=True,
+        cwd=ROOT,
+        timeout=120,
+    )
     assert done.stdout.startswith("name ") and "Error" not in done.stderr and "Traceback" not in done.stderr
 
 
 def test_import_registers_the_architectures_in_timm_without_importing_torch():
-    code = ("import sys, kdbench; assert 'torch' not in sys.modules and 'timm' not in sys.modules; import timm; "
-            "print(type(timm.create_model('cifar_resnet8', num_classes=10)).__name__)")
+    code = (
+        "import sys, kdbench; assert 'torch' not in sys.modules and 'timm' not in sys.modules; import timm; "
+        "print(type(timm.create_model('cifar_resnet8', num_classes=10)).__name__)"
+    )
     done = python("-c", code)
     assert done.returncode == 0 and done.stdout.strip() == "CifarResNet", done.stderr
 
 
 # ---- hyperparameter ranges ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("method, hp, message", [
-    ("kd", {"temperature": 0}, "hyperparameter temperature=0 of kd must be > 0"),
-    ("kd", {"temperature": -2.0}, "must be > 0"),
-    ("kd", {"kd_weight": -0.5}, "hyperparameter kd_weight=-0.5 of kd must be >= 0"),
-    ("dkd", {"beta": -1}, "must be >= 0"),
-    ("dkd", {"warmup_fraction": 1.5}, "hyperparameter warmup_fraction=1.5 of dkd must be in [0, 1]"),
-    ("pskd", {"alpha_T": 1.2}, "hyperparameter alpha_T=1.2 of pskd must be in [0, 1]"),
-    ("adversarial", {"d_lr": 0.0}, "must be > 0"),
-])
+@pytest.mark.parametrize(
+    "method, hp, message",
+    [
+        ("kd", {"temperature": 0}, "hyperparameter temperature=0 of kd must be > 0"),
+        ("kd", {"temperature": -2.0}, "must be > 0"),
+        ("kd", {"kd_weight": -0.5}, "hyperparameter kd_weight=-0.5 of kd must be >= 0"),
+        ("dkd", {"beta": -1}, "must be >= 0"),
+        ("dkd", {"warmup_fraction": 1.5}, "hyperparameter warmup_fraction=1.5 of dkd must be in [0, 1]"),
+        ("pskd", {"alpha_T": 1.2}, "hyperparameter alpha_T=1.2 of pskd must be in [0, 1]"),
+        ("adversarial", {"d_lr": 0.0}, "must be > 0"),
+    ],
+)
 def test_out_of_range_hyperparameters(method, hp, message):
     with pytest.raises(KdbenchError) as caught:
         resolve_hparams(get_method(method), hp)
@@ -203,8 +216,14 @@ def test_data_lives_under_the_cache_unless_told(tmp_path, monkeypatch):
 def test_data_root_option_sets_the_dataset_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("KDBENCH_DATA", "elsewhere")
     for command in ("run", "grid", "bench"):
-        args = cli.build_parser().parse_args([command, "--data-root", str(tmp_path), *(
-            ["--method", "kd", "--student", "cifar_resnet8"] if command == "run" else [])])
+        args = cli.build_parser().parse_args(
+            [
+                command,
+                "--data-root",
+                str(tmp_path),
+                *(["--method", "kd", "--student", "cifar_resnet8"] if command == "run" else []),
+            ]
+        )
         assert args.data_root == str(tmp_path)
     cli.use_data_root(str(tmp_path / "data"))
     assert catalog.default_root() == tmp_path / "data"
@@ -213,8 +232,13 @@ def test_data_root_option_sets_the_dataset_folder(tmp_path, monkeypatch):
 def test_yaml_grid_has_one_results_folder_from_every_entry_point(tmp_path, results, monkeypatch, run_all):
     path = tiny_grid(tmp_path, name="mine")
     seen = []
-    monkeypatch.setattr(grid, "run_grid", lambda profile, results_dir, *a, **kw: seen.append(Path(results_dir)) or
-                        {"ok": 0, "failed": 0, "busy": 0, "skipped": 1})
+    monkeypatch.setattr(
+        grid,
+        "run_grid",
+        lambda profile, results_dir, *a, **kw: (
+            seen.append(Path(results_dir)) or {"ok": 0, "failed": 0, "busy": 0, "skipped": 1}
+        ),
+    )
     assert cli.main(["grid", "--grid", str(path), "--quiet"]) == 0
     monkeypatch.setattr(run_all, "run_notebooks", lambda *a, **kw: None)
     monkeypatch.setattr(run_all.tables, "write_index", lambda *a, **kw: None)  # no records to index
@@ -285,8 +309,14 @@ def test_run_all_interrupted_prints_one_line(monkeypatch, results, capsys, run_a
 def test_run_all_sigint_during_the_grid(tmp_path, results):
     """A real Ctrl-C while the teachers train: one line, status 130, and a rerun could resume."""
     env = {**os.environ, "PYTHONUNBUFFERED": "1"}
-    proc = subprocess.Popen([sys.executable, "run_all.py", "--profile", str(tiny_grid(tmp_path, methods="kd"))],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc = subprocess.Popen(
+        [sys.executable, "run_all.py", "--profile", str(tiny_grid(tmp_path, methods="kd"))],
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     deadline = time.monotonic() + 120
     seen = ""
     while "teachers" not in seen and time.monotonic() < deadline:  # the bar appears when training starts
@@ -299,7 +329,9 @@ def test_run_all_sigint_during_the_grid(tmp_path, results):
     lines = [line for line in (seen + err).replace("\r", "\n").splitlines() if line.strip()]
     assert proc.returncode == 130, err
     assert "Traceback" not in seen + err
-    assert [line for line in lines if "interrupted" in line] == ["interrupted; run the same command again to resume"]
+    assert [line for line in lines if "interrupted" in line] == [
+        "interrupted; run the same command again to resume"
+    ]
 
 
 @pytest.mark.slow
@@ -323,7 +355,9 @@ def test_run_all_progress_and_portable_notebooks(tmp_path, results, monkeypatch,
     assert run_all.main(["--profile", str(path)]) == 0
     nb = nbformat.read(results / "tiny" / "notebooks" / f"{run_all.GRID_NOTEBOOK}.ipynb", 4)
     report = json.dumps(nb.cells[-1].outputs)
-    assert "Nothing to run: all 1 cells were finished by earlier runs" in report and "1 records: 1 ok" in report
+    assert (
+        "Nothing to run: all 1 cells were finished by earlier runs" in report and "1 records: 1 ok" in report
+    )
 
 
 def test_portable_paths(run_all, tmp_path):
@@ -335,12 +369,35 @@ def test_run_warns_on_one_line_about_its_pair_and_teacher(tmp_path, monkeypatch,
     """`kdbench run` with a reversed pair whose teacher learnt nothing: both said, one line each."""
     import kdbench.runner
 
-    record = {"method": "kd", "student": "cifar_resnet14", "teacher": "cifar_resnet8", "student_top1": 10.0,
-              "teacher_top1": 11.0, "dataset": "fashion-mnist", "train_time_s": 1.0, "train_samples_per_s": 1.0,
-              "path": str(tmp_path / "record.json")}
+    record = {
+        "method": "kd",
+        "student": "cifar_resnet14",
+        "teacher": "cifar_resnet8",
+        "student_top1": 10.0,
+        "teacher_top1": 11.0,
+        "dataset": "fashion-mnist",
+        "train_time_s": 1.0,
+        "train_samples_per_s": 1.0,
+        "path": str(tmp_path / "record.json"),
+    }
     monkeypatch.setattr(kdbench.runner, "run", lambda cfg, **kw: record)
-    assert cli.main(["run", "--method", "kd", "--student", "cifar_resnet14", "--teacher", "cifar_resnet8",
-                     "--results-dir", str(tmp_path), "--quiet"]) == 0
+    assert (
+        cli.main(
+            [
+                "run",
+                "--method",
+                "kd",
+                "--student",
+                "cifar_resnet14",
+                "--teacher",
+                "cifar_resnet8",
+                "--results-dir",
+                str(tmp_path),
+                "--quiet",
+            ]
+        )
+        == 0
+    )
     err = capsys.readouterr().err.splitlines()
     assert len(err) == 2 and all(line.startswith("kdbench: warning: ") for line in err), err
     assert "student cifar_resnet14 has more parameters" in err[0] and "within 5 points of chance" in err[1]

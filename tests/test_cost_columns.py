@@ -38,12 +38,28 @@ def _spy(monkeypatch, module, name: str) -> list:
 def test_two_cells_with_one_student_read_one_measurement(tmp_path, monkeypatch):
     measured = _spy(monkeypatch, deployables, "_measure_now")
     tiny = dict(method="baseline", student="cifar_resnet8", train_subset=64, test_subset=100, epochs=1)
-    records = [run(RunConfig(**tiny, seed=seed), device="cpu", results_dir=tmp_path / "res", cache_dir=tmp_path / "c",
-                   progress=False, latency_repeats=2) for seed in (0, 1)]
+    records = [
+        run(
+            RunConfig(**tiny, seed=seed),
+            device="cpu",
+            results_dir=tmp_path / "res",
+            cache_dir=tmp_path / "c",
+            progress=False,
+            latency_repeats=2,
+        )
+        for seed in (0, 1)
+    ]
     (kept,) = (tmp_path / "res" / deployables.FOLDER).iterdir()
     assert len(measured) == 1 and kept.name.endswith(deployables.SUFFIX)
-    costs = ("student_params", "deployable_bytes", "flops_per_image", "latency_ms_b1", "latency_ms_b1_iqr",
-             "latency_ms_b256", "latency_ms_b256_iqr")
+    costs = (
+        "student_params",
+        "deployable_bytes",
+        "flops_per_image",
+        "latency_ms_b1",
+        "latency_ms_b1_iqr",
+        "latency_ms_b256",
+        "latency_ms_b256_iqr",
+    )
     assert [records[0][k] for k in costs] == [records[1][k] for k in costs]
     assert records[0]["latency_ms_b1"] > 0 and records[0]["epoch_losses"] != records[1]["epoch_losses"]
 
@@ -51,22 +67,33 @@ def test_two_cells_with_one_student_read_one_measurement(tmp_path, monkeypatch):
 def test_a_new_teacher_and_student_are_timed_interleaved_and_shared_by_architecture(tmp_path, monkeypatch):
     timed = _spy(monkeypatch, metrics, "latencies")
     student, teacher = _small(4), _small(16)
-    first = deployables.measure({"student": (student, 100), "teacher": (teacher, 400)}, SHAPE, torch.device("cpu"),
-                                tmp_path, rounds=3)
+    first = deployables.measure(
+        {"student": (student, 100), "teacher": (teacher, 400)}, SHAPE, torch.device("cpu"), tmp_path, rounds=3
+    )
     assert [sorted(call[0]) for call in timed] == [["student", "teacher"]] * 2  # batch 1, then batch 256
     assert first["teacher"].params > first["student"].params and first["student"].bytes == 100
 
     # other weights, the same architecture: read back; another architecture: measured alone
-    again = deployables.measure({"student": (_small(4, seed=1), 100), "teacher": (_small(8), 200)}, SHAPE,
-                                torch.device("cpu"), tmp_path, rounds=3)
+    again = deployables.measure(
+        {"student": (_small(4, seed=1), 100), "teacher": (_small(8), 200)},
+        SHAPE,
+        torch.device("cpu"),
+        tmp_path,
+        rounds=3,
+    )
     assert again["student"] == first["student"]
     assert [sorted(call[0]) for call in timed[2:]] == [["teacher"]] * 2
     assert len(list((tmp_path / deployables.FOLDER).iterdir())) == 3
 
     # the same architecture shipped in fewer bytes (quantized), or laid out channels-last, is another deployable
     deployables.measure({"student": (_small(4), 50)}, SHAPE, torch.device("cpu"), tmp_path, rounds=1)
-    deployables.measure({"student": (_small(4).to(memory_format=torch.channels_last), 100)}, SHAPE,
-                        torch.device("cpu"), tmp_path, rounds=1)
+    deployables.measure(
+        {"student": (_small(4).to(memory_format=torch.channels_last), 100)},
+        SHAPE,
+        torch.device("cpu"),
+        tmp_path,
+        rounds=1,
+    )
     assert len(timed) == 8
 
 

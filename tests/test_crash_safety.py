@@ -40,8 +40,22 @@ def _grid_file(tmp_path: Path) -> str:
 
 def _start(grid_file: str, out: Path, cache: Path, kill_at: str = "") -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "KDBENCH_TEST_KILL": kill_at, "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, str(DRIVER), "grid", "--grid", grid_file, "--results-dir", str(out),
-           "--cache-dir", str(cache), "--device", "cpu", "--quiet", "--memory-format", "contiguous"]
+    cmd = [
+        sys.executable,
+        str(DRIVER),
+        "grid",
+        "--grid",
+        grid_file,
+        "--results-dir",
+        str(out),
+        "--cache-dir",
+        str(cache),
+        "--device",
+        "cpu",
+        "--quiet",
+        "--memory-format",
+        "contiguous",
+    ]
     return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -57,7 +71,9 @@ def _counts(log: str) -> dict[str, int]:
 
 def _records(out: Path) -> dict[str, dict]:
     """Every record, without its timings; reading them all also proves none is half-written."""
-    return {p.name: results.comparable(results.read_record(p)) for p in sorted((out / "records").glob("*.json"))}
+    return {
+        p.name: results.comparable(results.read_record(p)) for p in sorted((out / "records").glob("*.json"))
+    }
 
 
 def _assert_clean(*folders: Path) -> None:
@@ -178,7 +194,9 @@ def test_failing_cells_are_recorded_and_shown_while_the_grid_goes_on(tmp_path, m
     monkeypatch.setattr(KD, "loss_terms", diverging)
     monkeypatch.setattr("kdbench.methods.feature.FitNet.loss_terms", lambda self, batch: 1 / 0)
     profile = profiles.load_profile(_grid_file(tmp_path))
-    counts = grid.run_grid(profile, tmp_path / "out", device="cpu", cache_dir=tmp_path / "cache", progress=False)
+    counts = grid.run_grid(
+        profile, tmp_path / "out", device="cpu", cache_dir=tmp_path / "cache", progress=False
+    )
     assert counts["failed"] == 4 and counts["ok"] == 2  # both kd and both fitnet cells failed; baseline ran
     df = tables.load_frame(tmp_path / "out")
     failed = tables.failed_table(df)

@@ -32,7 +32,9 @@ def test_edges_vanish_on_flat_regions_and_mark_a_step():
     step = torch.zeros(1, 1, 8, 8)
     step[..., 4:] = 1.0
     e = edges(step)[0, 0, 2:-2]
-    assert (e[:, 3:5] > 1).all() and (e[:, 1:3] < 1e-5).all() and (e[:, 6] < 1e-5).all()  # col 7 meets the padding
+    assert (
+        (e[:, 3:5] > 1).all() and (e[:, 1:3] < 1e-5).all() and (e[:, 6] < 1e-5).all()
+    )  # col 7 meets the padding
 
 
 def test_unknown_modality_names_the_choices(fashion, tiny_stream):
@@ -74,7 +76,9 @@ def test_deployable_classifies_raw_images(fashion, tiny_stream, modality):
 
 def test_alignment_term_trains_a_projector(fashion, tiny_stream):
     method = get_method("crossmodal")(make_setup(fashion, tiny_stream), modality="profile", align_weight=1.0)
-    assert method.projector.in_features == 256 and method.projector.out_features == 64  # MLP → resnet14 widths
+    assert (
+        method.projector.in_features == 256 and method.projector.out_features == 64
+    )  # MLP → resnet14 widths
     terms = method.loss_terms(next(tiny_stream.epoch(0)))
     assert terms["align"] > 0
     terms["align"].backward()

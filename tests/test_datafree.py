@@ -85,8 +85,9 @@ def test_dafl_trains_its_generator_as_extra_parameters(fashion, streams):
 
 def test_deepinversion_matches_batch_norm_statistics(fashion, streams):
     plain, guarded = streams
-    method = get_method("deepinversion")(make_setup(fashion, plain), pool_size=1000, synthesis_batch=16,
-                                         synthesis_steps=8)
+    method = get_method("deepinversion")(
+        make_setup(fashion, plain), pool_size=1000, synthesis_batch=16, synthesis_steps=8
+    )
     fit(method, guarded, RECIPES["cpu"], epochs=1, progress=False)
     extras = method.record_extras()
     assert extras["pool_size"] == 32 == len(method.pool)  # capped at the real training split's size

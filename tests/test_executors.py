@@ -43,8 +43,16 @@ def test_every_executor_returns_every_result_with_its_threads(executor, workers,
     if executor == "ray":
         request.getfixturevalue("local_ray")
     before = torch.get_num_threads()
-    out = list(run_jobs(_square_and_threads, [(i,) for i in range(5)], workers, progress=False, executor=executor,
-                        threads=2))
+    out = list(
+        run_jobs(
+            _square_and_threads,
+            [(i,) for i in range(5)],
+            workers,
+            progress=False,
+            executor=executor,
+            threads=2,
+        )
+    )
     assert sorted(square for square, _ in out) == [0, 1, 4, 9, 16]  # any order: results come as they finish
     assert {threads for _, threads in out} == {2}
     assert torch.get_num_threads() == before  # the local executor gives this process its threads back
@@ -64,14 +72,23 @@ def test_ray_refuses_a_task_no_node_can_hold(local_ray):
         list(run_jobs(_square_and_threads, [(1,)], progress=False, executor="ray", threads=3))
 
 
-@pytest.mark.parametrize("device, gpus_on_node, gpus_per_task", [
-    ("cuda", 8, 1), ("auto", 8, 1), ("auto", 0, 0), ("cpu", 8, 0), ("cuda", 0, None),
-])
+@pytest.mark.parametrize(
+    "device, gpus_on_node, gpus_per_task",
+    [
+        ("cuda", 8, 1),
+        ("auto", 8, 1),
+        ("auto", 0, 0),
+        ("cpu", 8, 0),
+        ("cuda", 0, None),
+    ],
+)
 def test_ray_tasks_ask_for_a_gpu_when_the_cells_run_on_cuda(device, gpus_on_node, gpus_per_task):
-    cluster = SimpleNamespace(nodes=lambda: [
-        {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}},  # a dead node counts for nothing
-        {"Alive": True, "Resources": {"CPU": 16.0, "GPU": float(gpus_on_node)}},
-    ])
+    cluster = SimpleNamespace(
+        nodes=lambda: [
+            {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0}},  # a dead node counts for nothing
+            {"Alive": True, "Resources": {"CPU": 16.0, "GPU": float(gpus_on_node)}},
+        ]
+    )
     if gpus_per_task is None:
         with pytest.raises(KdbenchError, match="no node of the Ray cluster has 2 CPUs and a GPU"):
             _task_resources(cluster, device, 2)
@@ -98,9 +115,16 @@ def test_missing_ray_is_one_clear_error(monkeypatch):
 
 
 TINY = profiles.Profile(
-    name="executors", description="two cheap methods, one pair, one seed", dataset="fashion-mnist",
-    pairs=(profiles.Pair("cifar_resnet8", "cifar_resnet8"),), seeds=(0,), epochs=1, teacher_epochs=1,
-    train_subset=128, test_subset=200, methods=("kd",),  # kd and its reference, baseline
+    name="executors",
+    description="two cheap methods, one pair, one seed",
+    dataset="fashion-mnist",
+    pairs=(profiles.Pair("cifar_resnet8", "cifar_resnet8"),),
+    seeds=(0,),
+    epochs=1,
+    teacher_epochs=1,
+    train_subset=128,
+    test_subset=200,
+    methods=("kd",),  # kd and its reference, baseline
 )
 
 
@@ -108,8 +132,9 @@ def _records(results_dir: Path) -> dict[str, dict]:
     records = {}
     for path in sorted((results_dir / "records").glob("*.json")):
         record = json.loads(path.read_text())
-        records[record["cell_id"]] = {k: v for k, v in record.items()
-                                      if k not in VOLATILE and not any(p in k for p in VOLATILE_PARTS)}
+        records[record["cell_id"]] = {
+            k: v for k, v in record.items() if k not in VOLATILE and not any(p in k for p in VOLATILE_PARTS)
+        }
     return records
 
 
@@ -119,8 +144,16 @@ def test_every_executor_writes_the_records_of_a_sequential_run(local_ray, tmp_pa
     caches = {"local": "cache-local", "processes": "cache-local", "ray": "cache-ray"}
     runs = {}
     for executor, cache in caches.items():
-        counts = grid.run_grid(TINY, tmp_path / executor, device="cpu", cache_dir=tmp_path / cache, workers=2 * (
-            executor != "local") or None, progress=False, executor=executor, threads=1)
+        counts = grid.run_grid(
+            TINY,
+            tmp_path / executor,
+            device="cpu",
+            cache_dir=tmp_path / cache,
+            workers=2 * (executor != "local") or None,
+            progress=False,
+            executor=executor,
+            threads=1,
+        )
         assert counts["ok"] == 2 and counts["failed"] == 0
         runs[executor] = _records(tmp_path / executor)
     assert local_ray.is_initialized()  # the grid leaves a Ray connection it did not open as it found it
@@ -130,4 +163,6 @@ def test_every_executor_writes_the_records_of_a_sequential_run(local_ray, tmp_pa
         assert sorted(records) == sorted(local)
         for cell_id, record in local.items():
             for key in sorted(set(record) | set(records[cell_id])):
-                assert records[cell_id].get(key) == record.get(key), f"{cell_id}: {key} differs with {executor}"
+                assert records[cell_id].get(key) == record.get(key), (
+                    f"{cell_id}: {key} differs with {executor}"
+                )

@@ -23,7 +23,9 @@ from kdbench.runner import RunConfig, run
 from kdbench.timing import Settings
 from tests.conftest import make_setup
 
-TINY = dict(student="cifar_resnet8", teachers=("cifar_resnet14",), train_subset=256, epochs=1, test_subset=200)
+TINY = dict(
+    student="cifar_resnet8", teachers=("cifar_resnet14",), train_subset=256, epochs=1, test_subset=200
+)
 BF16 = env.bf16_supported(torch.device("cpu"))
 needs_bf16 = pytest.mark.skipif(not BF16, reason="this CPU has no bf16 kernels")
 
@@ -52,7 +54,9 @@ def _trained_logits(fashion, stream, method_name: str, memory_format: str, steps
 def test_channels_last_trains_like_contiguous(fashion, tiny_stream, method_name, steps, tolerance):
     contiguous = _trained_logits(fashion, tiny_stream, method_name, "contiguous", steps)
     channels_last = _trained_logits(fashion, tiny_stream, method_name, "channels_last", steps)
-    torch.testing.assert_close(channels_last, contiguous, atol=tolerance * contiguous.abs().max().item(), rtol=0)
+    torch.testing.assert_close(
+        channels_last, contiguous, atol=tolerance * contiguous.abs().max().item(), rtol=0
+    )
 
 
 def test_channels_last_is_deterministic(fashion, tiny_stream):
@@ -95,9 +99,15 @@ def records(tmp_path_factory):
     root = tmp_path_factory.mktemp("fastpaths")
     out = {}
     for precision, layout in runnable_configs(torch.device("cpu")):
-        out[precision, layout] = run(RunConfig(method="kd", precision=precision, **TINY), device="cpu",
-                                     results_dir=root / f"{precision}-{layout}", cache_dir=root / "cache",
-                                     progress=False, latency_repeats=1, memory_format=layout)
+        out[precision, layout] = run(
+            RunConfig(method="kd", precision=precision, **TINY),
+            device="cpu",
+            results_dir=root / f"{precision}-{layout}",
+            cache_dir=root / "cache",
+            progress=False,
+            latency_repeats=1,
+            memory_format=layout,
+        )
     return out
 
 
@@ -159,20 +169,36 @@ def test_probe_decision_is_cached_and_reused(fashion, tmp_path, monkeypatch):
 
 @pytest.mark.parametrize(("channels_last_ms", "expected"), [(96.0, "contiguous"), (90.0, "channels_last")])
 def test_channels_last_only_when_clearly_faster(fashion, tmp_path, monkeypatch, channels_last_ms, expected):
-    monkeypatch.setattr(fastpaths, "probe_memory_format",
-                        lambda *_a, **_k: {"channels_last": channels_last_ms, "contiguous": 100.0})
+    monkeypatch.setattr(
+        fastpaths,
+        "probe_memory_format",
+        lambda *_a, **_k: {"channels_last": channels_last_ms, "contiguous": 100.0},
+    )
     assert fastpaths.resolve_memory_format("auto", _key(fashion), torch.device("cpu"), tmp_path) == expected
 
 
 def test_output_caches_are_kept_apart_by_arithmetic():
-    tags = {fastpaths.output_cache_tag(layout, precision) for precision in fastpaths.PRECISIONS
-            for layout in fastpaths.LAYOUTS}
-    assert len(tags) == 4 and fastpaths.output_cache_tag("contiguous", "fp32") == ""  # fp32 caches keep their names
+    tags = {
+        fastpaths.output_cache_tag(layout, precision)
+        for precision in fastpaths.PRECISIONS
+        for layout in fastpaths.LAYOUTS
+    }
+    assert (
+        len(tags) == 4 and fastpaths.output_cache_tag("contiguous", "fp32") == ""
+    )  # fp32 caches keep their names
 
 
 BENCH = Profile(
-    name="fastpaths-bench", description="", dataset="fashion-mnist", pairs=(Pair("cifar_resnet14", "cifar_resnet8"),),
-    seeds=(0,), epochs=1, teacher_epochs=1, train_subset=128, recipe="bench-tiny", test_subset=100,
+    name="fastpaths-bench",
+    description="",
+    dataset="fashion-mnist",
+    pairs=(Pair("cifar_resnet14", "cifar_resnet8"),),
+    seeds=(0,),
+    epochs=1,
+    teacher_epochs=1,
+    train_subset=128,
+    recipe="bench-tiny",
+    test_subset=100,
     methods=("baseline", "kd"),
 )
 
@@ -188,12 +214,22 @@ def test_bench_times_every_config_and_reports_what_cannot_run(tmp_path, monkeypa
     monkeypatch.setitem(RECIPES, "bench-tiny", Recipe("bench-tiny", 1, 32, 0.05))
     monkeypatch.setattr(bench_module, "measure", fails_in_bf16)
     monkeypatch.setattr(env, "bf16_supported", lambda _device: True)  # bf16 never runs here: it fails first
-    frame = bench(BENCH, device="cpu", settings=Settings(0, 1, 1), cache_dir=tmp_path, progress=False,
-                  cached=False, configs=CONFIGS)
+    frame = bench(
+        BENCH,
+        device="cpu",
+        settings=Settings(0, 1, 1),
+        cache_dir=tmp_path,
+        progress=False,
+        cached=False,
+        configs=CONFIGS,
+    )
     fp32 = [c for c in CONFIGS if c[0] == "fp32"]
     assert list(zip(frame["method"], frame["config"], strict=True)) == [
-        (m, f"{p} {f}") for m in ("baseline", "kd") for p, f in fp32]
-    assert frame.attrs["not_run"] == [f"{m} in bf16 channels_last (no bf16 kernel for this)" for m in ("baseline", "kd")]
+        (m, f"{p} {f}") for m in ("baseline", "kd") for p, f in fp32
+    ]
+    assert frame.attrs["not_run"] == [
+        f"{m} in bf16 channels_last (no bf16 kernel for this)" for m in ("baseline", "kd")
+    ]
     for _, rows in frame.groupby("config"):  # each config has its own baseline and ideal
         assert rows.set_index("method").loc["baseline", "vs_baseline"] == 1.0
     lines = target_lines(frame)
@@ -202,17 +238,47 @@ def test_bench_times_every_config_and_reports_what_cannot_run(tmp_path, monkeypa
     header = next(line for line in text.splitlines() if line.startswith("|"))
     assert "config" in header and "Not run: baseline in bf16 channels_last" in text
     with pytest.raises(KdbenchError, match="no method could be timed in bf16 channels_last: baseline in"):
-        bench(BENCH, methods=["baseline"], device="cpu", settings=Settings(0, 1, 1), cache_dir=tmp_path,
-              progress=False, configs=[("bf16", "channels_last")])
+        bench(
+            BENCH,
+            methods=["baseline"],
+            device="cpu",
+            settings=Settings(0, 1, 1),
+            cache_dir=tmp_path,
+            progress=False,
+            configs=[("bf16", "channels_last")],
+        )
 
 
-@pytest.mark.parametrize("argv", [
-    ["run", "--method", "kd", "--student", "cifar_resnet8", "--teacher", "cifar_resnet14", "--precision", "fp16"],
-    ["run", "--method", "kd", "--student", "cifar_resnet8", "--teacher", "cifar_resnet14", "--memory-format", "nhwc"],
-    ["bench", "--profile", "smoke", "--precision", "fp16"],
-    ["bench", "--profile", "smoke", "--memory-format", "nhwc"],
-    ["grid", "--profile", "smoke", "--list", "--precision", "fp16"],
-])
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [
+            "run",
+            "--method",
+            "kd",
+            "--student",
+            "cifar_resnet8",
+            "--teacher",
+            "cifar_resnet14",
+            "--precision",
+            "fp16",
+        ],
+        [
+            "run",
+            "--method",
+            "kd",
+            "--student",
+            "cifar_resnet8",
+            "--teacher",
+            "cifar_resnet14",
+            "--memory-format",
+            "nhwc",
+        ],
+        ["bench", "--profile", "smoke", "--precision", "fp16"],
+        ["bench", "--profile", "smoke", "--memory-format", "nhwc"],
+        ["grid", "--profile", "smoke", "--list", "--precision", "fp16"],
+    ],
+)
 def test_cli_bad_fast_path_is_one_line(argv, capsys, tmp_path):
     assert main([*argv, "--cache-dir", str(tmp_path)]) == 2
     err = capsys.readouterr().err

@@ -64,7 +64,10 @@ def test_vid_regressor_as_repdistiller():
     student map is pooled to the teacher's size first."""
     reg = VIDRegressor(8, 6, 6, init_pred_var=5.0, eps=1e-5)
     assert [(m.in_channels, m.out_channels, m.bias) for m in reg.regressor if isinstance(m, nn.Conv2d)] == [
-        (8, 6, None), (6, 6, None), (6, 6, None)]
+        (8, 6, None),
+        (6, 6, None),
+        (6, 6, None),
+    ]
     torch.testing.assert_close(reg.variance(), torch.full((6,), 5.0))
     s, t = _randn(2, 8, 4, 4, seed=4), _randn(2, 6, 2, 2, seed=5)
     expected = vid_loss(reg.regressor(F.avg_pool2d(s, 2)), t, reg.variance())
@@ -115,8 +118,15 @@ def test_fsp_loss_by_loops():
     def gram(bottom, top):
         if bottom.shape[2] > top.shape[2]:
             bottom = F.avg_pool2d(bottom, 2)
-        return torch.tensor([[[float((top[n, i] * bottom[n, j]).mean()) for j in range(bottom.shape[1])]
-                              for i in range(top.shape[1])] for n in range(2)])
+        return torch.tensor(
+            [
+                [
+                    [float((top[n, i] * bottom[n, j]).mean()) for j in range(bottom.shape[1])]
+                    for i in range(top.shape[1])
+                ]
+                for n in range(2)
+            ]
+        )
 
     expected = sum(float((gram(s[k], s[k + 1]) - gram(t[k], t[k + 1])).pow(2).mean()) for k in range(2))
     assert float(fsp_loss(s, t)) == pytest.approx(expected, abs=1e-5)
@@ -157,7 +167,9 @@ def test_ft_modules_as_repdistiller():
     para = Paraphraser(64, 0.5)
 
     def convs(seq):
-        return [(m.in_channels, m.out_channels) for m in seq if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+        return [
+            (m.in_channels, m.out_channels) for m in seq if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))
+        ]
 
     assert convs(para.encoder) == [(64, 64), (64, 32), (32, 32)]
     assert convs(para.decoder) == [(32, 32), (32, 64), (64, 64)]
@@ -180,8 +192,13 @@ def test_paired_stages():
 # ---- pre-activation features ----------------------------------------------------------------------------------
 
 # per family: which stages end in a ReLU (their output is relu(pre-activation))
-RECTIFIED = {"resnet": [True] * 4, "vgg": [True] * 5, "shufflenet": [True] * 4,
-             "mobilenetv2": [True, False, False, False, False], "wrn": [False, False, False, True]}
+RECTIFIED = {
+    "resnet": [True] * 4,
+    "vgg": [True] * 5,
+    "shufflenet": [True] * 4,
+    "mobilenetv2": [True, False, False, False, False],
+    "wrn": [False, False, False, True],
+}
 
 
 @pytest.mark.parametrize("name", sorted(KDBENCH_MODELS))
@@ -308,7 +325,9 @@ def test_ab_connectors_are_identities_for_matching_stages(fashion, tiny_stream):
     assert all(isinstance(c, nn.Identity) for c in method.connectors) and len(method.connectors) == 3
 
 
-@pytest.mark.parametrize("epochs, fraction, steps", [(1, 30 / 240, 4), (16, 30 / 240, 8), (16, 0.5, 32), (16, 0.0, 0)])
+@pytest.mark.parametrize(
+    "epochs, fraction, steps", [(1, 30 / 240, 4), (16, 30 / 240, 8), (16, 0.5, 32), (16, 0.0, 0)]
+)
 def test_init_stage_length(fashion, tiny_stream, epochs, fraction, steps):
     """init_fraction of the run's steps (4 a epoch here), at least one epoch's worth; 0 leaves the init out."""
     method, student, *_ = _init("fsp", fashion, tiny_stream, epochs=epochs, init_fraction=fraction)
@@ -341,7 +360,9 @@ def test_short_fit_has_finite_losses(name, hp, fashion, tiny_stream):
     for epoch in stats.epoch_losses:
         assert all(math.isfinite(v) for v in epoch.values()), epoch
     assert ("plus_kd" in stats.epoch_losses[-1]) == bool(hp)
-    assert set(method.record_extras()) >= ({"init_steps", "init_loss"} if name in ("fsp", "ab", "ft") else set())
+    assert set(method.record_extras()) >= (
+        {"init_steps", "init_loss"} if name in ("fsp", "ab", "ft") else set()
+    )
 
 
 @pytest.mark.parametrize("name, weight", [("fsp", "fsp_weight"), ("ab", "ab_weight")])

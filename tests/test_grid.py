@@ -70,8 +70,11 @@ def test_the_zoo_adds_its_methods_to_the_cpu_records():
     assert grid.results_dir_for("zoo", "elsewhere") == Path("elsewhere")
     cpu = {c.cell_id() for c in profiles.all_cells(profiles.get_profile("cpu"))}
     zoo = {c.cell_id() for c in profiles.all_cells(profiles.get_profile("zoo"))}
-    shared = {c.cell_id() for c in profiles.all_cells(profiles.get_profile("cpu"))
-              if not c.teachers or c.teachers[0] == profiles.get_profile("zoo").pairs[0].teacher}
+    shared = {
+        c.cell_id()
+        for c in profiles.all_cells(profiles.get_profile("cpu"))
+        if not c.teachers or c.teachers[0] == profiles.get_profile("zoo").pairs[0].teacher
+    }
     assert cpu & zoo == shared & zoo and len(cpu & zoo) > 50
 
 
@@ -80,10 +83,16 @@ def test_a_pair_may_run_fewer_methods(tmp_path):
     text = GOOD.replace("methods: [kd]", "methods: [kd, at]").replace(
         "pairs: [{teacher: cifar_resnet14, student: cifar_resnet8}]",
         "pairs: [{teacher: cifar_resnet14, student: cifar_resnet8},\n"
-        "        {teacher: cifar_resnet20, student: cifar_resnet8, methods: [at]}]")
+        "        {teacher: cifar_resnet20, student: cifar_resnet8, methods: [at]}]",
+    )
     cells = profiles.all_cells(profiles.load_profile(_write(tmp_path, text)))
     ran = {(c.method, c.teachers[0] if c.teachers else None) for c in cells}
-    assert ran == {("kd", "cifar_resnet14"), ("at", "cifar_resnet14"), ("at", "cifar_resnet20"), ("baseline", None)}
+    assert ran == {
+        ("kd", "cifar_resnet14"),
+        ("at", "cifar_resnet14"),
+        ("at", "cifar_resnet20"),
+        ("baseline", None),
+    }
     assert len(cells) == len(ran)
 
 
@@ -138,4 +147,8 @@ def test_run_all_smoke_end_to_end(tmp_path):
     assert not [p for p in out.rglob("*") if ".partial." in p.name or p.name.endswith(".tmp")]
     # a second run skips every finished cell
     counts = grid.run_grid("smoke", out, device="cpu", progress=False)
-    assert counts["ok"] == 0 and counts["failed"] == 0 and counts["skipped"] == len(profiles.all_cells(profiles.PROFILES["smoke"]))
+    assert (
+        counts["ok"] == 0
+        and counts["failed"] == 0
+        and counts["skipped"] == len(profiles.all_cells(profiles.PROFILES["smoke"]))
+    )

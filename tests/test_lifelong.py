@@ -29,7 +29,10 @@ def test_forgetting_and_average_accuracy():
     acc = [[90.0, 0.0, 0.0], [50.0, 80.0, 0.0], [30.0, 60.0, 70.0]]
     # task 0 fell from its best 90 to 30, task 1 from 80 to 60; the last task cannot have been forgotten
     assert forgetting(acc) == pytest.approx((60 + 20) / 2)
-    assert lifelong_summary(acc) == {"avg_accuracy": pytest.approx(160 / 3), "avg_forgetting": pytest.approx(40)}
+    assert lifelong_summary(acc) == {
+        "avg_accuracy": pytest.approx(160 / 3),
+        "avg_forgetting": pytest.approx(40),
+    }
     assert forgetting([[50.0]]) is None
 
 
@@ -120,8 +123,15 @@ def small_fashion_root(fashion, tmp_path):
 
 def test_runner_reports_accuracy_per_task_after_every_task(small_fashion_root, tmp_path):
     cfg = RunConfig(method="lwf", student="cifar_resnet8", train_subset=200, epochs=1)
-    record = run(cfg, device="cpu", results_dir=tmp_path / "results", cache_dir=tmp_path / "cache",
-                 data_root=small_fashion_root, progress=False, latency_repeats=1)
+    record = run(
+        cfg,
+        device="cpu",
+        results_dir=tmp_path / "results",
+        cache_dir=tmp_path / "cache",
+        data_root=small_fashion_root,
+        progress=False,
+        latency_repeats=1,
+    )
     extras = record["extras"]
     assert record["test_samples"] == 300
     assert extras["task_classes"] == [[0, 1], [2, 3], [4, 5], [6, 7], [8, 9]]

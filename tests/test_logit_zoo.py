@@ -110,11 +110,14 @@ def _ref_nkd(logit_s, logit_t, gt_label, temp, gamma):
 # ---- pure losses ----------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("seed, beta, gamma, temp", [(0, 1.0, 1.0, 4.0), (1, 2.0, 0.5, 1.0), (2, 1.0, 2.0, 3.0)])
+@pytest.mark.parametrize(
+    "seed, beta, gamma, temp", [(0, 1.0, 1.0, 4.0), (1, 2.0, 0.5, 1.0), (2, 1.0, 2.0, 3.0)]
+)
 def test_dist_loss_equals_reference(seed, beta, gamma, temp):
     s, t = _logits(seed)
-    torch.testing.assert_close(dist_loss(s, t, beta, gamma, temp), _ref_dist(s, t, beta, gamma, temp), atol=1e-5,
-                               rtol=1e-5)
+    torch.testing.assert_close(
+        dist_loss(s, t, beta, gamma, temp), _ref_dist(s, t, beta, gamma, temp), atol=1e-5, rtol=1e-5
+    )
 
 
 def test_dist_loss_by_hand():
@@ -123,7 +126,9 @@ def test_dist_loss_by_hand():
     s, _ = _logits(3)
     assert float(dist_loss(s, s)) == pytest.approx(0.0, abs=1e-4)  # T² = 16 times float32 rounding
     a = torch.tensor([[2.0, 0.0], [0.0, 2.0]])
-    assert float(dist_loss(a, a.flip(1), beta=1.0, gamma=0.5, temperature=1.0)) == pytest.approx(3.0, abs=1e-5)
+    assert float(dist_loss(a, a.flip(1), beta=1.0, gamma=0.5, temperature=1.0)) == pytest.approx(
+        3.0, abs=1e-5
+    )
 
 
 @pytest.mark.parametrize("seed, temp", [(0, 2.0), (1, 3.0), (2, 1.0)])
@@ -165,16 +170,18 @@ def test_mlkd_losses_by_hand():
 def test_nkd_loss_equals_reference(seed, temp, gamma):
     s, t = _logits(seed)
     y = torch.arange(8) % 10
-    torch.testing.assert_close(nkd_loss(s, t, y, temp, gamma), _ref_nkd(s, t, y, temp, gamma), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(
+        nkd_loss(s, t, y, temp, gamma), _ref_nkd(s, t, y, temp, gamma), atol=1e-5, rtol=1e-5
+    )
 
 
 def test_nkd_loss_by_hand():
     """Uniform student and teacher over 3 classes, T=1, gamma=1: -(1/3) log(1/3) for the target, plus the entropy
     of the uniform distribution over the two non-target classes, log 2."""
     expected = -(1 / 3) * math.log(1 / 3) + math.log(2)
-    assert float(nkd_loss(torch.zeros(1, 3), torch.zeros(1, 3), torch.tensor([0]), 1.0, 1.0)) == pytest.approx(
-        expected, abs=1e-6
-    )
+    assert float(
+        nkd_loss(torch.zeros(1, 3), torch.zeros(1, 3), torch.tensor([0]), 1.0, 1.0)
+    ) == pytest.approx(expected, abs=1e-6)
 
 
 # ---- CTKD -----------------------------------------------------------------------------------------------------
@@ -187,7 +194,9 @@ def test_ctkd_temperature_gets_reversed_gradient():
     module = GlobalTemperature(t_start=1.0, t_end=20.0, init=1.0)
     strength = 0.7
     temp = module(strength)
-    assert float(temp.detach()) == pytest.approx(1.0 + 20.0 / (1.0 + math.exp(-1.0)), abs=1e-5)  # CTKD's initial 15.6
+    assert float(temp.detach()) == pytest.approx(
+        1.0 + 20.0 / (1.0 + math.exp(-1.0)), abs=1e-5
+    )  # CTKD's initial 15.6
     loss = kd_loss(s, t, temp)
     (dloss_dtemp,) = torch.autograd.grad(loss, temp, retain_graph=True)
     loss.backward()
@@ -199,7 +208,9 @@ def test_ctkd_temperature_gets_reversed_gradient():
     assert s.grad is not None and float(s.grad.abs().sum()) > 0  # the student's own gradient is not reversed
 
 
-def _ref_cosine_decay(i: int, max_value: float = 0.0, min_value: float = -1.0, num_loops: float = 10) -> float:
+def _ref_cosine_decay(
+    i: int, max_value: float = 0.0, min_value: float = -1.0, num_loops: float = 10
+) -> float:
     """CTKD train_student.py CosineDecay.get_value (the GRL multiplies gradients by this value)."""
     i = min(max(i, 0), num_loops)
     value = (math.cos(i * math.pi / num_loops) + 1.0) * 0.5
@@ -278,8 +289,13 @@ def test_plus_kd_rejected_without_teacher_on_real_inputs(name, fashion, tiny_str
 class _TransformsInput(Method):
     """A method whose student never sees `batch.x` itself (as a cross-modal or augmenting method would)."""
 
-    info = MethodInfo(name="_transforms_input", technique="Response-Based KD", scheme="offline",
-                      knowledge="response", reference="test")
+    info = MethodInfo(
+        name="_transforms_input",
+        technique="Response-Based KD",
+        scheme="offline",
+        knowledge="response",
+        reference="test",
+    )
 
     def loss_terms(self, batch):
         return {"ce": F.cross_entropy(self.student(batch.x.flip(3)), batch.y)}

@@ -32,7 +32,10 @@ def test_kd_grows_with_disagreement(logits):
 def test_kd_scales_with_t_squared_and_is_batch_mean(logits):
     s, t = logits
     for temperature in (1.0, 2.0, 4.0):
-        kl_rows = (F.softmax(t / temperature, 1) * (F.log_softmax(t / temperature, 1) - F.log_softmax(s / temperature, 1))).sum(1)
+        kl_rows = (
+            F.softmax(t / temperature, 1)
+            * (F.log_softmax(t / temperature, 1) - F.log_softmax(s / temperature, 1))
+        ).sum(1)
         expected = temperature**2 * kl_rows.mean()
         assert losses.kd_loss(s, t, temperature).item() == pytest.approx(expected.item(), rel=1e-5)
 

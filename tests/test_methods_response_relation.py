@@ -85,8 +85,12 @@ def _ref_irg(s_maps, t_maps, zs, zt, w_v=0.1, w_e=5.0, w_t=5.0):
     def edges(f):
         f = f.flatten(1)
         n = len(f)
-        d = torch.tensor([[max(float((f[i] - f[j]).pow(2).sum()), 1e-12) if i != j else 0.0
-                           for j in range(n)] for i in range(n)])
+        d = torch.tensor(
+            [
+                [max(float((f[i] - f[j]).pow(2).sum()), 1e-12) if i != j else 0.0 for j in range(n)]
+                for i in range(n)
+            ]
+        )
         return d / d.max()
 
     def transform(fm1, fm2):
@@ -128,8 +132,16 @@ def test_dkd_loss_equals_mdistiller(alpha, beta, temp):
 
 def test_irg_loss_equals_knowledge_distillation_zoo():
     g = torch.Generator().manual_seed(4)
-    s_maps = [torch.randn(6, 8, 8, 8, generator=g), torch.randn(6, 16, 4, 4, generator=g), torch.randn(6, 16, generator=g)]
-    t_maps = [torch.randn(6, 16, 8, 8, generator=g), torch.randn(6, 32, 4, 4, generator=g), torch.randn(6, 32, generator=g)]
+    s_maps = [
+        torch.randn(6, 8, 8, 8, generator=g),
+        torch.randn(6, 16, 4, 4, generator=g),
+        torch.randn(6, 16, generator=g),
+    ]
+    t_maps = [
+        torch.randn(6, 16, 8, 8, generator=g),
+        torch.randn(6, 32, 4, 4, generator=g),
+        torch.randn(6, 32, generator=g),
+    ]
     zs, zt = torch.randn(6, 10, generator=g), torch.randn(6, 10, generator=g)
     ours = irg_loss(s_maps, t_maps, zs, zt)
     assert torch.allclose(ours, _ref_irg(s_maps, t_maps, zs, zt), rtol=1e-5, atol=1e-6)

@@ -47,7 +47,9 @@ def test_budget_no_candidate_fits_names_the_smallest(fashion, tiny_stream):
         get_method("nas")(make_setup(fashion, tiny_stream), param_budget=50_000)
 
 
-@pytest.mark.parametrize(("pick", "arch"), [("smallest", "cifar_resnet8_w1"), ("largest", "cifar_resnet8_w2")])
+@pytest.mark.parametrize(
+    ("pick", "arch"), [("smallest", "cifar_resnet8_w1"), ("largest", "cifar_resnet8_w2")]
+)
 def test_extreme_candidates_within_the_budget(fashion, tiny_stream, pick, arch):
     method = get_method("nas")(make_setup(fashion, tiny_stream), pick=pick)  # default budget 350k
     method.before_training()

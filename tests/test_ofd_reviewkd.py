@@ -54,7 +54,9 @@ def _scramble_batchnorms(model: nn.Module, seed: int) -> None:
 # ---- OFD: margin, partial L2, reduction -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("weight, bias", [(1.0, 0.0), (0.5, 1.0), (-2.0, -1.0), (1.5, 2.0), (0.3, -0.2), (1.0, 3.0)])
+@pytest.mark.parametrize(
+    "weight, bias", [(1.0, 0.0), (0.5, 1.0), (-2.0, -1.0), (1.5, 2.0), (0.3, -0.2), (1.0, 3.0)]
+)
 def test_ofd_margin_is_the_mean_of_the_gaussian_negative_part(weight, bias):
     """E[x | x < 0] for x ~ N(bias, |weight|^2), by the trapezoid rule on a fine grid from 14 sigma below to 0."""
     s, m = abs(weight), bias
@@ -70,7 +72,9 @@ def test_ofd_margin_is_the_mean_of_the_gaussian_negative_part(weight, bias):
 def test_ofd_margin_cut_off_and_constant_channels():
     """Under 0.1 % negative mass the reference takes -3 sigma (N(3.5, 1): 0.023 %; N(3, 1): 0.135 % is above the
     cut-off); a channel with weight 0 is the constant bias: its margin is min(bias, 0), finite."""
-    margin = ofd_margin(torch.tensor([1.0, -2.0, 1.0, 0.0, 0.0, 0.0]), torch.tensor([3.5, 7.5, 3.0, -1.0, 2.0, 0.0]))
+    margin = ofd_margin(
+        torch.tensor([1.0, -2.0, 1.0, 0.0, 0.0, 0.0]), torch.tensor([3.5, 7.5, 3.0, -1.0, 2.0, 0.0])
+    )
     assert margin[:2].tolist() == pytest.approx([-3.0, -6.0])
     assert float(margin[2]) > -1.0  # the conditional mean, just below zero
     assert margin[3:].tolist() == pytest.approx([-1.0, 0.0, 0.0])
@@ -91,9 +95,11 @@ def test_ofd_partial_l2_is_mdistillers_three_masks():
     """mdistiller OFD.py feat_loss: (s - m)^2 [s > m, t <= m] + (s - t)^2 [s > t, m < t <= 0] + (s - t)^2 [t > 0]."""
     s, t = _randn(4, 6, 3, 3, seed=1), _randn(4, 6, 3, 3, seed=2)
     margin = -_randn(6, seed=3).abs().view(1, 6, 1, 1)
-    reference = ((s - margin) ** 2 * ((s > margin) & (t <= margin)).float()
-                 + (s - t) ** 2 * ((s > t) & (t > margin) & (t <= 0)).float()
-                 + (s - t) ** 2 * (t > 0).float())
+    reference = (
+        (s - margin) ** 2 * ((s > margin) & (t <= margin)).float()
+        + (s - t) ** 2 * ((s > t) & (t > margin) & (t <= 0)).float()
+        + (s - t) ** 2 * (t > 0).float()
+    )
     torch.testing.assert_close(ofd_partial_l2(s, t, margin), reference)
     torch.testing.assert_close(ofd_partial_l2(s, t, margin.flatten()), reference)
 
@@ -134,8 +140,17 @@ def _expected_batchnorms(name: str, model: nn.Module) -> list[nn.Module | None]:
     return [model.bn1, None, None, None]  # cifar_shufflenetv2: the references support no ShuffleNet teacher
 
 
-@pytest.mark.parametrize("name", ["cifar_resnet8", "cifar_wrn_16_1", "cifar_vgg8", "cifar_mobilenetv2",
-                                  "cifar_shufflenetv1", "cifar_shufflenetv2"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "cifar_resnet8",
+        "cifar_wrn_16_1",
+        "cifar_vgg8",
+        "cifar_mobilenetv2",
+        "cifar_shufflenetv1",
+        "cifar_shufflenetv2",
+    ],
+)
 def test_batchnorms_before_relu_are_the_references(name):
     model = create_model(name, 10, 3)
     found = batchnorms_before_relu(model, torch.zeros(2, 3, 32, 32))
@@ -173,7 +188,9 @@ def test_ofd_term_as_the_reference(fashion, tiny_stream):
     out, s = PreactFeatures(method.student, example)(batch.x)
     with torch.no_grad():
         _, t = PreactFeatures(teacher, example)(batch.x)
-    expected = ofd_loss([c(a) for c, a in zip(method.connectors, s[1:], strict=True)], t[1:], method.margins())
+    expected = ofd_loss(
+        [c(a) for c, a in zip(method.connectors, s[1:], strict=True)], t[1:], method.margins()
+    )
     torch.testing.assert_close(terms["ofd"], 1e-3 * expected)
     torch.testing.assert_close(terms["ce"], F.cross_entropy(out.logits, batch.y))
     assert method.extra_parameters() == sum(p.numel() for p in method.connectors.parameters())
@@ -183,7 +200,11 @@ def test_ofd_pairs_the_deepest_stages(fashion, tiny_stream):
     """MobileNetV2 (stem + 4 stages) under resnet14 (stem + 3): its last three stages are connected to the
     teacher's three (mdistiller _align_list), each margin of the matching teacher stage's channels."""
     method = get_method("ofd")(make_setup(fashion, tiny_stream, student="cifar_mobilenetv2"))
-    assert [(c[0].in_channels, c[0].out_channels) for c in method.connectors] == [(16, 16), (48, 32), (160, 64)]
+    assert [(c[0].in_channels, c[0].out_channels) for c in method.connectors] == [
+        (16, 16),
+        (48, 32),
+        (160, 64),
+    ]
     assert [m.shape[1] for m in method.margins()] == [16, 32, 64]
     batch = next(iter(tiny_stream.epoch(0)))
     assert math.isfinite(float(method.loss_terms(batch)["ofd"].detach()))
@@ -203,26 +224,37 @@ def _adaptive_mean(x: torch.Tensor, level: int) -> torch.Tensor:
     h, w = x.shape[-2:]
     rows = [(i * h // level, -(-(i + 1) * h // level)) for i in range(level)]
     cols = [(j * w // level, -(-(j + 1) * w // level)) for j in range(level)]
-    return torch.stack([torch.stack([x[..., a:b, c:d].mean((-2, -1)) for c, d in cols], -1) for a, b in rows], -2)
+    return torch.stack(
+        [torch.stack([x[..., a:b, c:d].mean((-2, -1)) for c, d in cols], -1) for a, b in rows], -2
+    )
 
 
 def test_hcl_by_direct_computation():
     """8x8: full size weight 1, then 4x4, 2x2, 1x1 at 1/2, 1/4, 1/8, over 1.875; 7x7 the same (overlapping windows);
     4x4: 4 is not smaller, so 2x2 at 1/2 and 1x1 at 1/4, over 1.75; 1x1 (the pooled embedding): the MSE alone."""
-    fs = [_randn(2, 3, 8, 8, seed=11), _randn(2, 4, 7, 7, seed=12), _randn(2, 5, 4, 4, seed=13),
-          _randn(2, 6, 1, 1, seed=14)]
+    fs = [
+        _randn(2, 3, 8, 8, seed=11),
+        _randn(2, 4, 7, 7, seed=12),
+        _randn(2, 5, 4, 4, seed=13),
+        _randn(2, 6, 1, 1, seed=14),
+    ]
     ft = [_randn(*f.shape, seed=20 + i) for i, f in enumerate(fs)]
 
     def mse(a, b):
         return float(((a - b) ** 2).mean())
 
     def level(a, b, levels):
-        terms = [mse(a, b)] + [mse(_adaptive_mean(a, k), _adaptive_mean(b, k)) / 2 ** (i + 1)
-                               for i, k in enumerate(levels)]
+        terms = [mse(a, b)] + [
+            mse(_adaptive_mean(a, k), _adaptive_mean(b, k)) / 2 ** (i + 1) for i, k in enumerate(levels)
+        ]
         return sum(terms) / (1 + sum(1 / 2 ** (i + 1) for i in range(len(levels))))
 
-    expected = (level(fs[0], ft[0], (4, 2, 1)) + level(fs[1], ft[1], (4, 2, 1)) + level(fs[2], ft[2], (2, 1))
-                + mse(fs[3], ft[3]))
+    expected = (
+        level(fs[0], ft[0], (4, 2, 1))
+        + level(fs[1], ft[1], (4, 2, 1))
+        + level(fs[2], ft[2], (2, 1))
+        + mse(fs[3], ft[3])
+    )
     assert float(hcl_loss(fs, ft)) == pytest.approx(expected, rel=1e-6)
     assert float(hcl_loss(ft, ft)) == 0.0
 
@@ -250,12 +282,15 @@ def _feature_channels(model: nn.Module) -> list[int]:
     return [e["num_chs"] for e in model.feature_info]
 
 
-@pytest.mark.parametrize("teacher, student", [
-    ("cifar_resnet20", "cifar_resnet8"),
-    ("cifar_mobilenetv2", "cifar_resnet8"),
-    ("cifar_wrn_16_2", "cifar_resnet8"),
-    ("cifar_resnet20", "cifar_mobilenetv2"),
-])
+@pytest.mark.parametrize(
+    "teacher, student",
+    [
+        ("cifar_resnet20", "cifar_resnet8"),
+        ("cifar_mobilenetv2", "cifar_resnet8"),
+        ("cifar_wrn_16_2", "cifar_resnet8"),
+        ("cifar_resnet20", "cifar_mobilenetv2"),
+    ],
+)
 def test_review_fusion_fits_any_pair(teacher, student, fashion, tiny_stream):
     """Channels from the architectures' feature_info stages (the deepest paired, the stem left out) and their
     embedding; mid = min(512, the student's embedding); every output has its teacher level's shape."""
@@ -292,18 +327,27 @@ def test_reviewkd_term_as_the_reference(fashion, tiny_stream):
     with torch.no_grad():
         _, t = PreactFeatures(method.teacher, torch.zeros(2, 1, 28, 28))(batch.x)
     teacher = [*t[1:], method.teacher_outputs(batch, features=True).embedding[:, :, None, None]]
-    results = method.fusion([*out.stages[1:], out.embedding[:, :, None, None]], [f.shape[-2:] for f in teacher])
+    results = method.fusion(
+        [*out.stages[1:], out.embedding[:, :, None, None]], [f.shape[-2:] for f in teacher]
+    )
     torch.testing.assert_close(terms["reviewkd"], 5.0 * (5 / 20) * hcl_loss(results, teacher))
     torch.testing.assert_close(terms["ce"], F.cross_entropy(out.logits, batch.y))
     assert method.extra_parameters() == sum(p.numel() for p in method.fusion.parameters())
 
 
-@pytest.mark.parametrize("epochs, fraction, factors", [
-    (240, 20 / 240, {0: 1 / 20, 9: 0.5, 18: 19 / 20, 19: 1.0, 100: 1.0}),  # mdistiller: min(epoch / 20, 1), from 1
-    (10, 20 / 240, {0: 1.0}),  # 10 epochs: the warm-up is 5/6 of one
-    (4, 0.5, {0: 0.5, 1: 1.0}),
-    (4, 0.0, {0: 1.0}),
-])
+@pytest.mark.parametrize(
+    "epochs, fraction, factors",
+    [
+        (
+            240,
+            20 / 240,
+            {0: 1 / 20, 9: 0.5, 18: 19 / 20, 19: 1.0, 100: 1.0},
+        ),  # mdistiller: min(epoch / 20, 1), from 1
+        (10, 20 / 240, {0: 1.0}),  # 10 epochs: the warm-up is 5/6 of one
+        (4, 0.5, {0: 0.5, 1: 1.0}),
+        (4, 0.0, {0: 1.0}),
+    ],
+)
 def test_reviewkd_warmup(epochs, fraction, factors, fashion, tiny_stream):
     method = get_method("reviewkd")(make_setup(fashion, tiny_stream, epochs=epochs), warmup_fraction=fraction)
     for epoch, factor in factors.items():

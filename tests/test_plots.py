@@ -55,8 +55,10 @@ def test_every_figure_has_a_title_with_records_and_without(figures, tmp_path):
 
 
 def test_a_method_has_one_colour_in_every_figure(figures):
-    colours = {name: {to_rgba(a.get_color()) for a in with_gid(fig, "kd") if isinstance(a, Line2D)}
-               for name, fig in figures.items()}
+    colours = {
+        name: {to_rgba(a.get_color()) for a in with_gid(fig, "kd") if isinstance(a, Line2D)}
+        for name, fig in figures.items()
+    }
     drawn = {name: c for name, c in colours.items() if c}
     assert {"accuracy_vs_size", "boost_vs_overhead", "epoch_curves", "robustness"} <= set(drawn)
     assert all(c == {to_rgba(plots.method_colour("kd"))} for c in drawn.values()), drawn
@@ -66,10 +68,12 @@ def test_a_method_has_one_colour_in_every_figure(figures):
 def test_references_are_drawn_as_references_and_not_on_the_front(figures, frame):
     for name in ("accuracy_vs_size", "boost_vs_overhead", "epoch_curves", "robustness"):
         refs = with_gid(figures[name], plots.REFERENCE_GID)
-        assert refs and all(to_rgba(a.get_color()) == to_rgba(plots.REFERENCE_COLOUR) for a in refs
-                            if isinstance(a, Line2D)), name
-        labels = [t.get_text() for ax in figures[name].axes if ax.get_legend()
-                  for t in ax.get_legend().get_texts()]
+        assert refs and all(
+            to_rgba(a.get_color()) == to_rgba(plots.REFERENCE_COLOUR) for a in refs if isinstance(a, Line2D)
+        ), name
+        labels = [
+            t.get_text() for ax in figures[name].axes if ax.get_legend() for t in ax.get_legend().get_texts()
+        ]
         assert any("reference" in label for label in labels), name
     points = plots._method_points(frame, "deployable_bytes")
     front = plots._pareto(points[~plots.references(points["method"])], "cost", "mean")
@@ -105,8 +109,9 @@ def test_epoch_curves_show_baseline_and_one_method_per_technique(figures, frame)
     labels = {line.get_label() for line in fig.axes[0].lines}
     # kd stands for response-based KD, fitnet for feature-based, dml (teacher-free) for online distillation
     assert {"baseline (reference)", "kd", "fitnet", "dml"} <= labels and "dkd" not in labels
-    renamed = tables._prepare(frame.drop(columns="epoch_top1").assign(curve_top1=frame["epoch_top1"],
-                                                                     curve_test_images=1000))
+    renamed = tables._prepare(
+        frame.drop(columns="epoch_top1").assign(curve_top1=frame["epoch_top1"], curve_test_images=1000)
+    )
     again = plots.epoch_curves(renamed)  # the runner's field name for the same curve
     assert len(again.axes) == 2 and "on 1000 test images" in again.axes[0].get_ylabel()
     plt.close(again)

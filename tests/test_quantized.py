@@ -58,7 +58,9 @@ def test_low_bit_weights_take_at_most_two_to_the_bits_values(bits, fashion, tiny
 def test_size_follows_the_bit_width(fashion, tiny_stream):
     sizes = {}
     for bits in (2, 4, 8):
-        method = get_method("qat")(make_setup(fashion, tiny_stream), bits=bits, ends_bits=bits if bits < 8 else 8)
+        method = get_method("qat")(
+            make_setup(fashion, tiny_stream), bits=bits, ends_bits=bits if bits < 8 else 8
+        )
         sizes[bits] = method.deployable_size_bytes()
     modules = method.quantized_modules()
     fp32_weight_bytes = 4 * sum(m.weight.numel() for m in modules)
@@ -80,7 +82,9 @@ def test_int8_deployable_is_quantized_and_measurable_on_cpu(fashion, tiny_stream
     assert all(p.device.type == "cpu" for p in model.buffers())
 
     # the runner's measurements
-    logits, labels = metrics.predict(model, tiny_stream.subset(torch.ones(tiny_stream.num_samples, dtype=torch.bool)))
+    logits, labels = metrics.predict(
+        model, tiny_stream.subset(torch.ones(tiny_stream.num_samples, dtype=torch.bool))
+    )
     assert logits.shape == (tiny_stream.num_samples, 10) and torch.isfinite(logits).all()
     assert metrics.latency_ms(model, SHAPE, 4, repeats=2, warmup=1) > 0
     assert metrics.flops_per_image(model, SHAPE) >= 0  # 0: the counter does not see quantized:: kernels
@@ -97,7 +101,9 @@ def test_int8_deployable_is_quantized_and_measurable_on_cpu(fashion, tiny_stream
     with torch.no_grad():
         fake = method.fake_quantized()(x)
         real = model(x)
-    step = next(m for m in model.modules() if isinstance(m, nnq.Linear)).scale  # the logits' quantization step
+    step = next(
+        m for m in model.modules() if isinstance(m, nnq.Linear)
+    ).scale  # the logits' quantization step
     steps = (fake - real).abs() / step  # rounding differences add up over the layers, a few steps at most
     assert steps.max() <= 4.01 and steps.mean() <= 1.0, (steps.max(), steps.mean())
     assert method.extra_parameters() == 0

@@ -26,10 +26,32 @@ methods: [baseline]
 """
 FIELDS = {f.name for f in dataclasses.fields(Record)}
 # what the tables, claims and plots read from a record
-READ_BY_TABLES = {"status", "method", "variant", "compare_to", "technique", "teacher", "student", "seed", "epochs",
-                  "config", "student_top1", "teacher_top1", "deployable_bytes", "teacher_bytes", "latency_ms_b1",
-                  "teacher_latency_ms_b1", "train_time_s", "standalone_train_time_s", "train_samples_per_s",
-                  "train_flops_per_sample", "extra_params", "peak_memory_bytes", "error", "failed_step"}
+READ_BY_TABLES = {
+    "status",
+    "method",
+    "variant",
+    "compare_to",
+    "technique",
+    "teacher",
+    "student",
+    "seed",
+    "epochs",
+    "config",
+    "student_top1",
+    "teacher_top1",
+    "deployable_bytes",
+    "teacher_bytes",
+    "latency_ms_b1",
+    "teacher_latency_ms_b1",
+    "train_time_s",
+    "standalone_train_time_s",
+    "train_samples_per_s",
+    "train_flops_per_sample",
+    "extra_params",
+    "peak_memory_bytes",
+    "error",
+    "failed_step",
+}
 
 
 @pytest.fixture(scope="module")
@@ -38,8 +60,9 @@ def finished(tmp_path_factory):
     root = tmp_path_factory.mktemp("records")
     grid_file = root / "tiny.yaml"
     grid_file.write_text(TINY_GRID)
-    counts = grid.run_grid(profiles.load_profile(grid_file), root / "out", device="cpu", cache_dir=root / "cache",
-                           progress=False)
+    counts = grid.run_grid(
+        profiles.load_profile(grid_file), root / "out", device="cpu", cache_dir=root / "cache", progress=False
+    )
     assert counts["ok"] == 1 and counts["stale"] == 0
     return root
 
@@ -64,7 +87,11 @@ def test_finished_and_failed_cells_write_one_schema(finished):
     assert rec["status"] == "ok" and rec["error"] is None and rec["latency_ms_b1_iqr"] >= 0
     assert failed["status"] == "failed" and failed["error"] == "ZeroDivisionError: division by zero"
     assert "ZeroDivisionError" in failed["traceback"] and failed["failed_step"] is None
-    assert failed["cell_id"] == rec["cell_id"] and failed["student_top1"] is None and failed["env"]["device"] == "cpu"
+    assert (
+        failed["cell_id"] == rec["cell_id"]
+        and failed["student_top1"] is None
+        and failed["env"]["device"] == "cpu"
+    )
 
 
 def test_code_version_names_the_methods_own_source():
@@ -92,17 +119,34 @@ def test_stale_cells_are_marked_kept_and_rerun_on_request(finished, tmp_path, mo
     assert not results.load(out)["stale"].any()
 
     real = record.current_code_version
-    monkeypatch.setattr(record, "current_code_version", lambda method: {**real(method), "core": "changed code"})
+    monkeypatch.setattr(
+        record, "current_code_version", lambda method: {**real(method), "core": "changed code"}
+    )
     assert results.load(out)["stale"].all() and results.load(out, current_only=True).empty
 
     with pytest.warns(KdbenchWarning, match="1 finished cells .* --rerun-stale"):
-        counts = grid.run_grid(profiles.load_profile(grid_file), out, device="cpu", cache_dir=cache, progress=False)
+        counts = grid.run_grid(
+            profiles.load_profile(grid_file), out, device="cpu", cache_dir=cache, progress=False
+        )
     assert counts["stale"] == 1 and counts["skipped"] == 1 and counts["ok"] == 0
     assert results.read_record(path) == before  # kept as it was
 
     capsys.readouterr()
-    code = main(["grid", "--grid", grid_file, "--results-dir", str(out), "--cache-dir", str(cache), "--device", "cpu",
-                 "--quiet", "--rerun-stale"])
+    code = main(
+        [
+            "grid",
+            "--grid",
+            grid_file,
+            "--results-dir",
+            str(out),
+            "--cache-dir",
+            str(cache),
+            "--device",
+            "cpu",
+            "--quiet",
+            "--rerun-stale",
+        ]
+    )
     counts = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert code == 0 and counts["stale"] == 1 and counts["ok"] == 1 and counts["skipped"] == 0
     rerun = results.read_record(path)
@@ -122,3 +166,23 @@ def test_a_corrupt_record_is_a_one_line_error_naming_it(tmp_path, text):
     message = str(err.value)
     assert str(path) in message and "\n" not in message
     assert not grid.is_finished(cfg, tmp_path)  # a grid runs its cell again, replacing it
+
+
+CODE = '''"""A module."""
+
+
+def scale(x, factor=2):
+    """Twice x, by default."""
+    return x * factor  # the whole job
+'''
+
+
+def test_code_version_ignores_layout_and_docs_but_not_code():
+    """Reformatting, comments and docstrings leave a record current; a changed value or operation does not."""
+    same = (
+        "def scale(x,factor = 2):\n    return (x*factor)\n",
+        CODE.replace("Twice x, by default.", "Doubles x.").replace("  # the whole job", ""),
+    )
+    changed = (CODE.replace("factor=2", "factor=3"), CODE.replace("x * factor", "x + factor"))
+    assert all(record.code_text(text) == record.code_text(CODE) for text in same)
+    assert all(record.code_text(text) != record.code_text(CODE) for text in changed)

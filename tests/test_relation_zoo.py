@@ -67,13 +67,18 @@ def _hand_pkt(s: torch.Tensor, t: torch.Tensor, eps: float = 1e-7) -> float:
         return [[k[i][j] / sum(k[i]) for j in range(n)] for i in range(n)]
 
     ps, pt = probs(s), probs(t)
-    return sum(pt[i][j] * math.log((pt[i][j] + eps) / (ps[i][j] + eps)) for i in range(n) for j in range(n)) / n**2
+    return (
+        sum(pt[i][j] * math.log((pt[i][j] + eps) / (ps[i][j] + eps)) for i in range(n) for j in range(n))
+        / n**2
+    )
 
 
 def _hand_cc(s: torch.Tensor, t: torch.Tensor) -> float:
     """RepDistiller's Correlation: consecutive samples' |s - t| gaps, their inner products, averaged over pairs."""
-    pairs = [sum(abs(float(s[i, c] - t[i, c])) * abs(float(s[i + 1, c] - t[i + 1, c])) for c in range(s.shape[1]))
-             for i in range(len(s) - 1)]
+    pairs = [
+        sum(abs(float(s[i, c] - t[i, c])) * abs(float(s[i + 1, c] - t[i + 1, c])) for c in range(s.shape[1]))
+        for i in range(len(s) - 1)
+    ]
     return sum(pairs) / len(pairs)
 
 
@@ -122,7 +127,9 @@ def test_momentum_update_by_hand():
     row1 = torch.tensor([0.3, 1.4]) / math.sqrt(0.3**2 + 1.4**2)
     torch.testing.assert_close(got, torch.stack([row0, row1]))
     torch.testing.assert_close(got.norm(dim=1), torch.ones(2))
-    torch.testing.assert_close(momentum_update(old[:1], new[:1], 1.0), old[:1])  # momentum 1: the old row kept
+    torch.testing.assert_close(
+        momentum_update(old[:1], new[:1], 1.0), old[:1]
+    )  # momentum 1: the old row kept
     torch.testing.assert_close(momentum_update(old, new, 0.0), new)  # momentum 0: the (unit) new embedding
 
 
@@ -142,7 +149,9 @@ def test_head_updates_only_the_batch_rows_by_momentum():
     before_s, before_t = head.memory_s.clone(), head.memory_t.clone()
     # the reference's initialisation: uniform in ±1/sqrt(D/3), about unit norm, not normalised
     stdv = 1 / math.sqrt(8 / 3)
-    assert float(before_s.abs().max()) <= stdv and float(before_s.norm(dim=1).mean()) == pytest.approx(1.0, abs=0.15)
+    assert float(before_s.abs().max()) <= stdv and float(before_s.norm(dim=1).mean()) == pytest.approx(
+        1.0, abs=0.15
+    )
     rows = torch.tensor([5, 9, 40])
     contrast = ClassLayout(labels).draw(rows, 6, "exact", torch.Generator().manual_seed(0))
     head(f_s[rows], f_t[rows], rows, contrast)
@@ -175,7 +184,10 @@ def test_head_loss_is_the_two_sided_nce_with_z_fixed_on_the_first_batch():
     expected = _hand_nce(out_s / z_s, n) + _hand_nce(out_t / z_t, n)
     assert float(loss.detach()) == pytest.approx(expected, rel=1e-4)
     head(f_s[rows + 8], f_t[rows + 8], rows + 8, layout.draw(rows + 8, 10, "exact", gen))
-    assert (head.z_s, head.z_t) == (pytest.approx(z_s, rel=1e-5), pytest.approx(z_t, rel=1e-5))  # never re-estimated
+    assert (head.z_s, head.z_t) == (
+        pytest.approx(z_s, rel=1e-5),
+        pytest.approx(z_t, rel=1e-5),
+    )  # never re-estimated
 
 
 def test_positive_pair_scores_above_negatives_after_training():
@@ -225,11 +237,15 @@ def test_draws_follow_the_reference_sampling():
         for i in range(10):
             negatives = got[i, 1:].tolist()
             assert len(set(negatives)) == k and all(labels[j] != labels[i] for j in negatives)
-    got = layout.draw(rows, 50, "exact", gen)  # more than any pool: with replacement, still other classes only
+    got = layout.draw(
+        rows, 50, "exact", gen
+    )  # more than any pool: with replacement, still other classes only
     for i in range(10):
         negatives = got[i, 1:]
         assert (labels[negatives] != labels[i]).all()
-        assert set(negatives.tolist()) == {j for j in range(10) if labels[j] != labels[i]}  # 50 draws reach all
+        assert set(negatives.tolist()) == {
+            j for j in range(10) if labels[j] != labels[i]
+        }  # 50 draws reach all
     relaxed = layout.draw(rows, 3, "relax", gen)
     assert torch.equal(labels[relaxed[:, 0]], labels)  # relax: a positive of the same class
 
@@ -254,17 +270,28 @@ def test_one_class_has_no_negatives():
 def _offset_stream(fashion):
     """A training stream whose samples are not the split's first: indices 7, 10, 13, ... as a subset gives."""
     keep = torch.arange(7, 7 + 3 * 64, 3)
-    return BatchStream(fashion.x_train[keep], fashion.y_train[keep], fashion.info, batch_size=16, seed=0, index=keep)
+    return BatchStream(
+        fashion.x_train[keep], fashion.y_train[keep], fashion.info, batch_size=16, seed=0, index=keep
+    )
 
 
 def test_crd_defaults_and_extras(fashion, tiny_stream):
     method = get_method("crd")(make_setup(fashion, tiny_stream))
     hp = method.hp
-    assert (hp["ce_weight"], hp["crd_weight"], hp["feat_dim"], hp["nce_k"], hp["nce_t"], hp["nce_m"], hp["mode"]) == (
-        1.0, 0.8, 128, 16384, 0.07, 0.5, "exact")
+    assert (
+        hp["ce_weight"],
+        hp["crd_weight"],
+        hp["feat_dim"],
+        hp["nce_k"],
+        hp["nce_t"],
+        hp["nce_m"],
+        hp["mode"],
+    ) == (1.0, 0.8, 128, 16384, 0.07, 0.5, "exact")
     s_dim = method.probe(method.student).embedding.shape[1]
     t_dim = method.probe(method.teacher).embedding.shape[1]
-    assert method.extra_parameters() == (s_dim + 1) * 128 + (t_dim + 1) * 128  # the two embeddings, not the bank
+    assert (
+        method.extra_parameters() == (s_dim + 1) * 128 + (t_dim + 1) * 128
+    )  # the two embeddings, not the bank
     extras = method.record_extras()
     assert extras["memory_bank_values"] == 2 * tiny_stream.num_samples * 128
     assert extras["memory_bank_bytes"] == 4 * extras["memory_bank_values"]
@@ -295,11 +322,13 @@ def test_crd_step_updates_the_batch_rows_of_the_bank(fashion):
 def test_crd_wrong_stream_size(fashion, tiny_stream):
     method = get_method("crd")(make_setup(fashion, tiny_stream))
     with pytest.raises(KdbenchError, match="memory bank"):
-        method.on_training_data(BatchStream(fashion.x_train[:32], fashion.y_train[:32], fashion.info, batch_size=16))
+        method.on_training_data(
+            BatchStream(fashion.x_train[:32], fashion.y_train[:32], fashion.info, batch_size=16)
+        )
 
 
 def test_crd_plus_kd_adds_exactly_the_kd_term(fashion, tiny_stream):
-    """"crd+kd" (RepDistiller -a 1 -b 0.8) is kd_weight=1: the same CRD step plus Hinton's KD at T = 4."""
+    """ "crd+kd" (RepDistiller -a 1 -b 0.8) is kd_weight=1: the same CRD step plus Hinton's KD at T = 4."""
     batch = _batch(tiny_stream)
     plain = get_method("crd")(make_setup(fashion, tiny_stream))
     plus = get_method("crd")(make_setup(fashion, tiny_stream), kd_weight=1.0)
@@ -335,7 +364,10 @@ def test_crd_flop_count_leaves_the_bank_alone(fashion, tiny_stream):
 
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_pkt_loss_by_hand(seed):
-    s, t = _randn(seed, 6, 5), _randn(seed + 10, 6, 7)  # the two widths may differ: only affinities are compared
+    s, t = (
+        _randn(seed, 6, 5),
+        _randn(seed + 10, 6, 7),
+    )  # the two widths may differ: only affinities are compared
     assert float(pkt_loss(s, t)) == pytest.approx(_hand_pkt(s, t), rel=1e-5, abs=1e-8)
 
 
@@ -395,7 +427,9 @@ def test_cc_method_trains_both_embeddings(fashion, tiny_stream):
     terms = method.loss_terms(batch)
     out = method.student_outputs(batch.x)
     teacher = method.teacher_outputs(batch, features=True)
-    expected = 0.02 * correlation_congruence_loss(method.embed_s(out.embedding), method.embed_t(teacher.embedding))
+    expected = 0.02 * correlation_congruence_loss(
+        method.embed_s(out.embedding), method.embed_t(teacher.embedding)
+    )
     torch.testing.assert_close(terms["cc"], expected)
     terms["cc"].backward()
     for head in (method.embed_s, method.embed_t):
@@ -407,8 +441,10 @@ def test_cc_method_trains_both_embeddings(fashion, tiny_stream):
 # ---- all three through the engine ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name, hparams", [("crd", {}), ("crd", {"kd_weight": 1.0}), ("crd", {"mode": "relax"}),
-                                           ("pkt", {}), ("cc", {})])
+@pytest.mark.parametrize(
+    "name, hparams",
+    [("crd", {}), ("crd", {"kd_weight": 1.0}), ("crd", {"mode": "relax"}), ("pkt", {}), ("cc", {})],
+)
 def test_short_fit_is_finite(name, hparams, fashion, tiny_stream):
     method = get_method(name)(make_setup(fashion, tiny_stream), **hparams)
     stats = fit(method, tiny_stream, RECIPES["cpu"], epochs=2, progress=False)

@@ -16,19 +16,44 @@ from kdbench.runner import RunConfig, run
 TINY = dict(student="cifar_resnet8", teachers=("cifar_resnet14",), train_subset=256, epochs=1)
 
 REQUIRED = {
-    "cell_id": str, "config": dict, "method": str, "technique": str, "teacher": str, "student": str, "dataset": str,
-    "seed": int, "epochs": int, "student_top1": float, "teacher_top1": float, "ece": float, "agreement": float,
-    "student_params": int, "teacher_params": int, "extra_params": int, "flops_per_image": int,
-    "deployable_bytes": int, "latency_ms_b1": float, "latency_ms_b256": float, "train_time_s": float,
-    "train_samples_per_s": float, "peak_memory_bytes": int, "env": dict,
+    "cell_id": str,
+    "config": dict,
+    "method": str,
+    "technique": str,
+    "teacher": str,
+    "student": str,
+    "dataset": str,
+    "seed": int,
+    "epochs": int,
+    "student_top1": float,
+    "teacher_top1": float,
+    "ece": float,
+    "agreement": float,
+    "student_params": int,
+    "teacher_params": int,
+    "extra_params": int,
+    "flops_per_image": int,
+    "deployable_bytes": int,
+    "latency_ms_b1": float,
+    "latency_ms_b256": float,
+    "train_time_s": float,
+    "train_samples_per_s": float,
+    "peak_memory_bytes": int,
+    "env": dict,
 }
 
 
 @pytest.fixture(scope="module")
 def kd_record(tmp_path_factory):
     root = tmp_path_factory.mktemp("run")
-    rec = run(RunConfig(method="kd", **TINY), device="cpu", results_dir=root / "res", cache_dir=root / "cache",
-              progress=False, latency_repeats=2)
+    rec = run(
+        RunConfig(method="kd", **TINY),
+        device="cpu",
+        results_dir=root / "res",
+        cache_dir=root / "cache",
+        progress=False,
+        latency_repeats=2,
+    )
     return root, rec
 
 
@@ -52,10 +77,24 @@ def test_records_load_as_dataframe(kd_record):
 
 def test_same_seed_same_record_and_teacher_reused(kd_record):
     root, first = kd_record
-    again = run(RunConfig(method="kd", **TINY), device="cpu", results_dir=root / "res2", cache_dir=root / "cache",
-                progress=False, latency_repeats=2)
+    again = run(
+        RunConfig(method="kd", **TINY),
+        device="cpu",
+        results_dir=root / "res2",
+        cache_dir=root / "cache",
+        progress=False,
+        latency_repeats=2,
+    )
     assert again["teachers_from_cache"] == [True]
-    for key in ("cell_id", "student_top1", "teacher_top1", "ece", "agreement", "epoch_losses", "flops_per_image"):
+    for key in (
+        "cell_id",
+        "student_top1",
+        "teacher_top1",
+        "ece",
+        "agreement",
+        "epoch_losses",
+        "flops_per_image",
+    ):
         assert again[key] == first[key], key
 
 
@@ -83,11 +122,23 @@ def test_corrupt_teacher_checkpoint_is_retrained(kd_record, tmp_path, damage):
     else:
         ckpt.with_suffix(".sha256").unlink()
     with pytest.warns(UserWarning, match="unusable"):
-        rec = run(RunConfig(method="baseline", **TINY), device="cpu", results_dir=tmp_path / "res",
-                  cache_dir=cache_dir, progress=False, latency_repeats=2)
+        rec = run(
+            RunConfig(method="baseline", **TINY),
+            device="cpu",
+            results_dir=tmp_path / "res",
+            cache_dir=cache_dir,
+            progress=False,
+            latency_repeats=2,
+        )
     assert rec["teachers_from_cache"] == [False]  # retrained, and the new checkpoint is valid again:
-    rec2 = run(RunConfig(method="baseline", **TINY), device="cpu", results_dir=tmp_path / "res",
-               cache_dir=cache_dir, progress=False, latency_repeats=2)
+    rec2 = run(
+        RunConfig(method="baseline", **TINY),
+        device="cpu",
+        results_dir=tmp_path / "res",
+        cache_dir=cache_dir,
+        progress=False,
+        latency_repeats=2,
+    )
     assert rec2["teachers_from_cache"] == [True]
     assert rec2["teacher_top1"] == rec["teacher_top1"]
 
@@ -97,12 +148,39 @@ def test_corrupt_teacher_checkpoint_is_retrained(kd_record, tmp_path, damage):
     [
         (["run", "--method", "nope", "--student", "cifar_resnet8"], "unknown method 'nope'; valid choices: "),
         (["run", "--method", "kd", "--student", "cifar_resnet8", "--teacher", "resnet9999"], "unknown model"),
-        (["run", "--method", "baseline", "--student", "cifar_resnet8", "--dataset", "svhn"], "unknown dataset"),
+        (
+            ["run", "--method", "baseline", "--student", "cifar_resnet8", "--dataset", "svhn"],
+            "unknown dataset",
+        ),
         (["run", "--method", "kd", "--student", "cifar_resnet8"], "needs 1 teacher"),
-        (["run", "--method", "kd", "--student", "cifar_resnet8", "--teacher", "cifar_resnet14", "--hp", "tau=3"],
-         "unknown hyperparameter of kd 'tau'; valid choices: ce_weight, kd_weight, temperature"),
-        (["run", "--method", "kd", "--student", "cifar_resnet8", "--teacher", "cifar_resnet14", "--hp",
-          "temperature=hot"], "must be like 4.0"),
+        (
+            [
+                "run",
+                "--method",
+                "kd",
+                "--student",
+                "cifar_resnet8",
+                "--teacher",
+                "cifar_resnet14",
+                "--hp",
+                "tau=3",
+            ],
+            "unknown hyperparameter of kd 'tau'; valid choices: ce_weight, kd_weight, temperature",
+        ),
+        (
+            [
+                "run",
+                "--method",
+                "kd",
+                "--student",
+                "cifar_resnet8",
+                "--teacher",
+                "cifar_resnet14",
+                "--hp",
+                "temperature=hot",
+            ],
+            "must be like 4.0",
+        ),
         (["run", "--method", "baseline", "--student", "cifar_resnet8", "--epochs", "0"], "at least 1"),
         (["run", "--method", "baseline", "--student", "cifar_resnet8", "--device", "tpu"], "unknown device"),
         (["run", "--method", "baseline", "--student", "cifar_resnet8", "--recipe", "long"], "unknown recipe"),
@@ -118,14 +196,29 @@ def test_cli_bad_input_is_one_line_exit_2(argv, message, capsys, tmp_path):
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the no-GPU message")
 def test_cuda_without_gpu_is_an_error(capsys, tmp_path):
-    code = main(["run", "--method", "baseline", "--student", "cifar_resnet8", "--device", "cuda",
-                 "--results-dir", str(tmp_path)])
+    code = main(
+        [
+            "run",
+            "--method",
+            "baseline",
+            "--student",
+            "cifar_resnet8",
+            "--device",
+            "cuda",
+            "--results-dir",
+            str(tmp_path),
+        ]
+    )
     assert code == 2 and "no CUDA GPU" in capsys.readouterr().err
 
 
 def test_methods_listing_json_and_module_entry_point():
-    out = subprocess.run([sys.executable, "-m", "kdbench", "methods", "--format", "json"], capture_output=True,
-                         text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-m", "kdbench", "methods", "--format", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     rows = json.loads(out.stdout)
     assert {"baseline", "kd", "fitnet", "at"} <= {r["name"] for r in rows}
     assert all({"technique", "scheme", "knowledge", "reference"} <= set(r) for r in rows)

@@ -28,19 +28,42 @@ def record(method: str, seed: int, teacher: str | None, top1: float, **extra) ->
     teachers = [teacher] if teacher else []
     return {
         "cell_id": f"{method}-{teacher}-{seed}-{extra.get('variant', '')}-{extra.get('copy', 0)}",
-        "status": "ok", "method": method, "variant": "", "dataset": "fashion-mnist",
+        "status": "ok",
+        "method": method,
+        "variant": "",
+        "dataset": "fashion-mnist",
         "student": "cifar_resnet8",
-        "teacher": teacher, "teachers": teachers, "seed": seed, "epochs": 4, "compare_to": "baseline",
-        "config": {"label_noise": 0.0, "imbalance_ratio": 1.0, "train_subset": 3000, "teachers": teachers,
-                   "teacher_epochs": 12, "seed": seed, "method": method},
-        "student_top1": top1, "teacher_top1": 80.0 if teacher else None, "best_top1": top1 + 0.5,
+        "teacher": teacher,
+        "teachers": teachers,
+        "seed": seed,
+        "epochs": 4,
+        "compare_to": "baseline",
+        "config": {
+            "label_noise": 0.0,
+            "imbalance_ratio": 1.0,
+            "train_subset": 3000,
+            "teachers": teachers,
+            "teacher_epochs": 12,
+            "seed": seed,
+            "method": method,
+        },
+        "student_top1": top1,
+        "teacher_top1": 80.0 if teacher else None,
+        "best_top1": top1 + 0.5,
         "epoch_top1": [top1 * (e + 1) / 4 for e in range(4)],
-        "train_time_s": 10.0 * (2 if teacher else 1), "standalone_train_time_s": 10.0 * (2 if teacher else 1),
-        "train_samples_per_s": 300.0, "train_flops_per_sample": 1e8 * (3 if teacher else 1),
-        "deployable_bytes": 330_000, "teacher_bytes": 1_100_000 if teacher else None,
-        "latency_ms_b1": 0.7, "teacher_latency_ms_b1": 1.0 if teacher else None,
-        "extra_params": 0, "student_params": 77_754, "peak_memory_bytes": 5e7,
-        "finished_at": f"2026-11-24T09:{seed:02d}:00+0000", "code_version": current_code_version(method),
+        "train_time_s": 10.0 * (2 if teacher else 1),
+        "standalone_train_time_s": 10.0 * (2 if teacher else 1),
+        "train_samples_per_s": 300.0,
+        "train_flops_per_sample": 1e8 * (3 if teacher else 1),
+        "deployable_bytes": 330_000,
+        "teacher_bytes": 1_100_000 if teacher else None,
+        "latency_ms_b1": 0.7,
+        "teacher_latency_ms_b1": 1.0 if teacher else None,
+        "extra_params": 0,
+        "student_params": 77_754,
+        "peak_memory_bytes": 5e7,
+        "finished_at": f"2026-11-24T09:{seed:02d}:00+0000",
+        "code_version": current_code_version(method),
         **{k: v for k, v in extra.items() if k != "copy"},
     }
 
@@ -61,8 +84,9 @@ def fake_records() -> list[dict]:
             out.append(record("qkd", seed, teacher, base - 5 + BOOST["qkd"][i], compare_to="qat"))
     # stale: written by other code than the current
     out.append(record("kd", 1, PAIRS[0][0], 99.0, stale=True, code_version={"package": "0.0.0"}, copy=9))
-    out.append(record("at", 0, PAIRS[0][0], math.nan, status="failed", error="ZeroDivisionError",
-                      failed_step=0))
+    out.append(
+        record("at", 0, PAIRS[0][0], math.nan, status="failed", error="ZeroDivisionError", failed_step=0)
+    )
     out.append(record("at", 1, PAIRS[0][0], 11.0))  # collapsed: within 5 pts of chance (10%)
     return out
 
@@ -92,9 +116,17 @@ def test_mean_ci_by_hand_and_single_value():
     assert stats.fmt(1.234, math.nan) == "+1.23" and stats.fmt(-1.0, 0.5) == "-1.00 ± 0.50"
 
 
-@pytest.mark.parametrize("top1, classes, collapsed", [
-    (14.9, 10, True), (15.1, 10, False), (3.0, 10, True), (5.9, 100, True), (6.5, 100, False),
-    (math.nan, 10, False)])
+@pytest.mark.parametrize(
+    "top1, classes, collapsed",
+    [
+        (14.9, 10, True),
+        (15.1, 10, False),
+        (3.0, 10, True),
+        (5.9, 100, True),
+        (6.5, 100, False),
+        (math.nan, 10, False),
+    ],
+)
 def test_is_collapsed(top1, classes, collapsed):
     assert stats.is_collapsed(top1, classes) is collapsed
 

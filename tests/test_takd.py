@@ -17,7 +17,9 @@ def test_assistant_is_trained_then_frozen_and_teaches(fashion, tiny_stream):
     stats = fit(method, tiny_stream, RECIPES["cpu"], epochs=1, progress=False)
 
     after = list(method.assistant.parameters())
-    assert any(not torch.equal(a, b) for a, b in zip(after, before, strict=True)), "the assistant was not trained"
+    assert any(not torch.equal(a, b) for a, b in zip(after, before, strict=True)), (
+        "the assistant was not trained"
+    )
     assert not any(p.requires_grad for p in after)
     trainable = {id(p) for p in method.trainable_parameters()}
     assert not trainable & {id(p) for p in after}, "the student's optimiser must not update the assistant"
@@ -33,13 +35,15 @@ def test_assistant_is_trained_then_frozen_and_teaches(fashion, tiny_stream):
     method.eval()
     with torch.no_grad():
         terms = method.loss_terms(batch)
-        expected = method.hp["kd_weight"] * kd_loss(method.student(batch.x), method.assistant(batch.x),
-                                                    method.hp["temperature"])
+        expected = method.hp["kd_weight"] * kd_loss(
+            method.student(batch.x), method.assistant(batch.x), method.hp["temperature"]
+        )
     torch.testing.assert_close(terms["kd"], expected)
 
 
 def test_assistant_epochs_override(fashion, tiny_stream):
-    method = get_method("takd")(make_setup(fashion, tiny_stream, epochs=1), assistant="cifar_resnet8",
-                                assistant_epochs=2)
+    method = get_method("takd")(
+        make_setup(fashion, tiny_stream, epochs=1), assistant="cifar_resnet8", assistant_epochs=2
+    )
     fit(method, tiny_stream, RECIPES["cpu"], epochs=1, progress=False)
     assert method.record_extras()["assistant_epochs"] == 2

@@ -62,7 +62,9 @@ class RefResNet(nn.Module):  # conv1 bn1 layer1..3 fc; AvgPool2d(8)
         self.conv1, self.bn1 = conv3(3, widths[0]), nn.BatchNorm2d(widths[0])
         cin = widths[0]
         for i, w in enumerate(widths[1:]):
-            blocks = [ResBlock(cin if j == 0 else w, w, (1 if i == 0 else 2) if j == 0 else 1) for j in range(n)]
+            blocks = [
+                ResBlock(cin if j == 0 else w, w, (1 if i == 0 else 2) if j == 0 else 1) for j in range(n)
+            ]
             setattr(self, f"layer{i + 1}", nn.Sequential(*blocks))
             cin = w
         self.fc = nn.Linear(widths[3], CLASSES)
@@ -89,7 +91,9 @@ class WrnBlock(nn.Module):  # wrn.py BasicBlock: bn1 conv1 bn2 conv2 convShortcu
 class WrnStage(nn.Module):  # NetworkBlock: its blocks under .layer
     def __init__(self, n, cin, cout, stride):
         super().__init__()
-        self.layer = nn.Sequential(*[WrnBlock(cin if j == 0 else cout, cout, stride if j == 0 else 1) for j in range(n)])
+        self.layer = nn.Sequential(
+            *[WrnBlock(cin if j == 0 else cout, cout, stride if j == 0 else 1) for j in range(n)]
+        )
 
     def forward(self, x):
         return self.layer(x)
@@ -100,7 +104,9 @@ class RefWRN(nn.Module):  # conv1 block1..3 bn1 fc
         super().__init__()
         n, w = (depth - 4) // 6, (16, 16 * widen, 32 * widen, 64 * widen)
         self.conv1 = conv3(3, 16)
-        self.block1, self.block2, self.block3 = (WrnStage(n, w[i], w[i + 1], 1 if i == 0 else 2) for i in range(3))
+        self.block1, self.block2, self.block3 = (
+            WrnStage(n, w[i], w[i + 1], 1 if i == 0 else 2) for i in range(3)
+        )
         self.bn1 = nn.BatchNorm2d(w[3])
         self.fc = nn.Linear(w[3], CLASSES)
 
@@ -129,7 +135,11 @@ class RefVGG(nn.Module):  # vgg.py: block0..4 (conv-bn-relu, the last relu dropp
 
 
 def conv_bn_relu(cin, cout, kernel, stride=1, groups=1):
-    return [nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False), nn.BatchNorm2d(cout), nn.ReLU()]
+    return [
+        nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout),
+        nn.ReLU(),
+    ]
 
 
 class InvRes(nn.Module):  # mobilenetv2.py InvertedResidual: .conv, 8 layers
@@ -137,8 +147,12 @@ class InvRes(nn.Module):  # mobilenetv2.py InvertedResidual: .conv, 8 layers
         super().__init__()
         h = cin * t
         self.res = stride == 1 and cin == cout
-        self.conv = nn.Sequential(*conv_bn_relu(cin, h, 1), *conv_bn_relu(h, h, 3, stride, h),
-                                  nn.Conv2d(h, cout, 1, bias=False), nn.BatchNorm2d(cout))
+        self.conv = nn.Sequential(
+            *conv_bn_relu(cin, h, 1),
+            *conv_bn_relu(h, h, 3, stride, h),
+            nn.Conv2d(h, cout, 1, bias=False),
+            nn.BatchNorm2d(cout),
+        )
 
     def forward(self, x):
         return x + self.conv(x) if self.res else self.conv(x)
@@ -150,8 +164,15 @@ class RefMobileNetV2(nn.Module):  # mobile_half: conv1, blocks (ModuleList), con
         cin = int(32 * width)
         self.conv1 = nn.Sequential(*conv_bn_relu(3, cin, 3, 2))
         self.blocks = nn.ModuleList()
-        for tt, c, n, s in ((1, 16, 1, 1), (t, 24, 2, 1), (t, 32, 3, 2), (t, 64, 4, 2), (t, 96, 3, 1),
-                            (t, 160, 3, 2), (t, 320, 1, 1)):
+        for tt, c, n, s in (
+            (1, 16, 1, 1),
+            (t, 24, 2, 1),
+            (t, 32, 3, 2),
+            (t, 64, 4, 2),
+            (t, 96, 3, 1),
+            (t, 160, 3, 2),
+            (t, 320, 1, 1),
+        ):
             stage = []
             for j in range(n):
                 stage.append(InvRes(cin, int(c * width), s if j == 0 else 1, tt))
@@ -213,7 +234,7 @@ class V2Basic(nn.Module):  # ShuffleNetv2.py BasicBlock: conv1 bn1 conv2 bn2 con
         self.conv3, self.bn3 = nn.Conv2d(c, c, 1, bias=False), nn.BatchNorm2d(c)
 
     def forward(self, x):
-        x1, x2 = x[:, : x.shape[1] // 2], x[:, x.shape[1] // 2:]
+        x1, x2 = x[:, : x.shape[1] // 2], x[:, x.shape[1] // 2 :]
         out = self.bn2(self.conv2(F.relu(self.bn1(self.conv1(x2)))))
         return shuffle(torch.cat([x1, F.relu(self.bn3(self.conv3(out)))], 1), 2)
 
@@ -288,7 +309,12 @@ def reference(arch: str, seed: int = 0) -> nn.Module:
 def save_repdistiller(model: nn.Module, path, **extra) -> None:
     """As RepDistiller's train_teacher.py saves ckpt_epoch_240.pth (mdistiller's cifar_teachers are these files)."""
     sgd = torch.optim.SGD(model.parameters(), lr=0.05, momentum=0.9, weight_decay=5e-4)
-    state = {"epoch": 240, "model": model.state_dict(), "accuracy": torch.tensor(72.34), "optimizer": sgd.state_dict()}
+    state = {
+        "epoch": 240,
+        "model": model.state_dict(),
+        "accuracy": torch.tensor(72.34),
+        "optimizer": sgd.state_dict(),
+    }
     torch.save({**state, **extra}, path)
 
 
@@ -341,13 +367,23 @@ def test_mdistiller_raw_state_dict_legacy_format_and_prefixes(tmp_path):
     assert read_checkpoint(last).container == "dict['model']"
 
 
-@pytest.mark.parametrize("arch, build, message", [
-    ("cifar_resnet32", lambda: RefResNet(20), "layers with weights where cifar_resnet32 has"),
-    ("cifar_wrn_16_1", lambda: RefWRN(16, 2), "layers with weights where cifar_wrn_16_1 has"),
-    ("cifar_resnet20", lambda: RefResNet(20, (32, 32, 64, 128)), "layer 'conv1' (weight 32x3x3x3) does not fit "
-                                                                  "cifar_resnet20's 'conv1' (weight 16x3x3x3)"),
-    ("cifar_vgg13", lambda: RefResNet(20), "the checkpoint has no 'classifier' layer, which a repdistiller vgg13 has"),
-])
+@pytest.mark.parametrize(
+    "arch, build, message",
+    [
+        ("cifar_resnet32", lambda: RefResNet(20), "layers with weights where cifar_resnet32 has"),
+        ("cifar_wrn_16_1", lambda: RefWRN(16, 2), "layers with weights where cifar_wrn_16_1 has"),
+        (
+            "cifar_resnet20",
+            lambda: RefResNet(20, (32, 32, 64, 128)),
+            "layer 'conv1' (weight 32x3x3x3) does not fit cifar_resnet20's 'conv1' (weight 16x3x3x3)",
+        ),
+        (
+            "cifar_vgg13",
+            lambda: RefResNet(20),
+            "the checkpoint has no 'classifier' layer, which a repdistiller vgg13 has",
+        ),
+    ],
+)
 def test_another_architecture_is_a_one_line_error(arch, build, message, tmp_path):
     path = tmp_path / "ckpt.pth"
     save_repdistiller(build(), path)
@@ -383,16 +419,34 @@ def test_the_key_is_the_one_paper_cells_ask_for(cells):
 def fake_cifar100(monkeypatch):
     """A tiny CIFAR-100 stand-in where the runner loads its data (the real one is not downloaded in tests)."""
     gen = torch.Generator().manual_seed(0)
-    data = TensorData(DATASETS["cifar100"], torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=gen),
-                      torch.arange(64) % 100, torch.randint(0, 256, (50, 3, 32, 32), dtype=torch.uint8, generator=gen),
-                      torch.arange(50) % 100)
+    data = TensorData(
+        DATASETS["cifar100"],
+        torch.randint(0, 256, (64, 3, 32, 32), dtype=torch.uint8, generator=gen),
+        torch.arange(64) % 100,
+        torch.randint(0, 256, (50, 3, 32, 32), dtype=torch.uint8, generator=gen),
+        torch.arange(50) % 100,
+    )
     monkeypatch.setattr(runner, "_dataset", lambda name, root: data)
     return data
 
 
 def import_cli(path, arch, cache, *more):
-    return main(["teachers", "import", "--from", "repdistiller", str(path), "--arch", arch, "--cache-dir", str(cache),
-                 "--device", "cpu", *more])
+    return main(
+        [
+            "teachers",
+            "import",
+            "--from",
+            "repdistiller",
+            str(path),
+            "--arch",
+            arch,
+            "--cache-dir",
+            str(cache),
+            "--device",
+            "cpu",
+            *more,
+        ]
+    )
 
 
 def test_import_then_paper_runs_load_it(cells, fake_cifar100, tmp_path, capsys):
@@ -412,7 +466,9 @@ def test_import_then_paper_runs_load_it(cells, fake_cifar100, tmp_path, capsys):
     x = torch.randn(3, 3, 32, 32)
     torch.testing.assert_close(logits(teacher.model, x), logits(ref, x), atol=1e-5, rtol=0)
     meta = teacher.meta
-    assert meta["test_logits"].shape == (50, 100) and meta["train_time_s"] == 0.0 and meta["train_images"] == 64
+    assert (
+        meta["test_logits"].shape == (50, 100) and meta["train_time_s"] == 0.0 and meta["train_images"] == 64
+    )
     assert 0 <= meta["top1"] <= 100
     source = meta["imported_from"]
     assert source["project"] == "repdistiller" and source["repository"] == "HobbitLong/RepDistiller"
@@ -421,7 +477,9 @@ def test_import_then_paper_runs_load_it(cells, fake_cifar100, tmp_path, capsys):
 
     assert import_cli(path, arch, cache) == 2  # already there
     err = capsys.readouterr().err.strip()
-    assert err.startswith("kdbench: error: the teacher cache already holds cifar_wrn_40_2") and "--force" in err
+    assert (
+        err.startswith("kdbench: error: the teacher cache already holds cifar_wrn_40_2") and "--force" in err
+    )
     assert import_cli(path, arch, cache, "--force") == 0
 
 
@@ -434,17 +492,30 @@ def test_without_the_data_nothing_is_written(cells, monkeypatch, tmp_path, capsy
     save_repdistiller(reference("cifar_vgg8"), path)
     assert import_cli(path, "cifar_vgg8", cache) == 2
     err = capsys.readouterr().err.splitlines()
-    assert len(err) == 1 and "paper runs read from the cache, need cifar100: dataset 'cifar100' is not in" in err[0]
+    assert (
+        len(err) == 1
+        and "paper runs read from the cache, need cifar100: dataset 'cifar100' is not in" in err[0]
+    )
     assert not cache.exists() or not any(p.is_file() for p in cache.rglob("*"))
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--from", "torchdistill", "x.pth", "--arch", "cifar_resnet56"],
-     "unknown source 'torchdistill'; valid choices: mdistiller, repdistiller"),
-    (["--from", "repdistiller", "x.pth", "--arch", "resnet18"],
-     "unknown architecture to import 'resnet18'; valid choices: cifar_mobilenetv2, cifar_resnet110, "),
-    (["--from", "mdistiller", "missing.pth", "--arch", "cifar_resnet56"], "cannot read checkpoint missing.pth"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (
+            ["--from", "torchdistill", "x.pth", "--arch", "cifar_resnet56"],
+            "unknown source 'torchdistill'; valid choices: mdistiller, repdistiller",
+        ),
+        (
+            ["--from", "repdistiller", "x.pth", "--arch", "resnet18"],
+            "unknown architecture to import 'resnet18'; valid choices: cifar_mobilenetv2, cifar_resnet110, ",
+        ),
+        (
+            ["--from", "mdistiller", "missing.pth", "--arch", "cifar_resnet56"],
+            "cannot read checkpoint missing.pth",
+        ),
+    ],
+)
 def test_bad_input_is_one_line(argv, message, tmp_path, capsys, monkeypatch):
     monkeypatch.chdir(tmp_path)
     assert main(["teachers", "import", *argv, "--cache-dir", str(tmp_path / "cache")]) == 2
@@ -459,8 +530,11 @@ def test_not_a_checkpoint(tmp_path):
     with pytest.raises(KdbenchError, match="cannot load .* as a PyTorch checkpoint of weights"):
         read_checkpoint(path)
     torch.save({"epoch": 3, "weights": [1, 2]}, path)
-    with pytest.raises(KdbenchError, match=r"holds neither a state dict nor a dict with one under 'model' \(it holds: "
-                                           r"epoch, weights\)"):
+    with pytest.raises(
+        KdbenchError,
+        match=r"holds neither a state dict nor a dict with one under 'model' \(it holds: "
+        r"epoch, weights\)",
+    ):
         read_checkpoint(path)
 
 

@@ -42,7 +42,9 @@ def first_batch(stream: BatchStream, epoch: int = 0):
 
 def assert_same(a, b) -> None:
     assert torch.equal(a.logits, b.logits)
-    assert len(a.stages) == len(b.stages) and all(torch.equal(s, t) for s, t in zip(a.stages, b.stages, strict=True))
+    assert len(a.stages) == len(b.stages) and all(
+        torch.equal(s, t) for s, t in zip(a.stages, b.stages, strict=True)
+    )
     assert (a.embedding is None) == (b.embedding is None)
     assert a.embedding is None or torch.equal(a.embedding, b.embedding)
 
@@ -69,7 +71,9 @@ def test_features_are_recomputed_for_an_entry_without_them(teacher, tiny_stream)
     assert not cache.outputs(batch, False).stages
     assert_same(cache.outputs(batch, True), teacher_forward(teacher, batch.x, True))
     assert _counts(cache) == {"hits": 0, "misses": 2}
-    assert_same(cache.outputs(batch, False), teacher_forward(teacher, batch.x, False))  # logits only, as fresh
+    assert_same(
+        cache.outputs(batch, False), teacher_forward(teacher, batch.x, False)
+    )  # logits only, as fresh
     assert cache.stats()["hits"] == 1
 
 
@@ -101,8 +105,14 @@ def test_same_stream_settings_give_the_same_views(fashion, tiny_stream):
 
 def test_a_batch_of_other_samples_under_a_stored_view_is_recomputed(teacher, fashion, tiny_stream):
     batch = first_batch(tiny_stream)
-    other = BatchStream(fashion.x_train[64:128], fashion.y_train[64:128], fashion.info, 16, seed=0,
-                        index=torch.arange(64, 128))
+    other = BatchStream(
+        fashion.x_train[64:128],
+        fashion.y_train[64:128],
+        fashion.info,
+        16,
+        seed=0,
+        index=torch.arange(64, 128),
+    )
     forged = dataclasses.replace(first_batch(other), view=batch.view)
     cache = TeacherOutputCache(teacher, "t")
     cache.outputs(batch, False)
@@ -134,7 +144,9 @@ def test_corrupted_or_misplaced_files_are_ignored(teacher, tiny_stream, tmp_path
     batch = first_batch(tiny_stream, 0)
     again = TeacherOutputCache(teacher, "t", tmp_path)
     with pytest.warns(UserWarning, match="unusable"):
-        assert torch.equal(again.outputs(batch, False).logits, teacher_forward(teacher, batch.x, False).logits)
+        assert torch.equal(
+            again.outputs(batch, False).logits, teacher_forward(teacher, batch.x, False).logits
+        )
     assert _counts(again) == {"hits": 0, "misses": 1}
 
 
@@ -170,7 +182,9 @@ def test_stage_features_over_budget_are_computed_not_kept(teacher, tiny_stream):
         assert_same(cache.outputs(batch, True), teacher_forward(teacher, batch.x, True))
     assert _counts(cache) == {"hits": 0, "misses": 8}
     for batch in batches:
-        assert torch.equal(cache.outputs(batch, False).logits, teacher_forward(teacher, batch.x, False).logits)
+        assert torch.equal(
+            cache.outputs(batch, False).logits, teacher_forward(teacher, batch.x, False).logits
+        )
     assert cache.stats()["hits"] == 4  # the logits were kept
 
 
@@ -197,15 +211,29 @@ def test_cli_flag():
 
 @pytest.mark.parametrize("method", ["kd", "fitnet"])
 def test_records_are_the_same_with_and_without_shared_outputs(method, tmp_path):
-    cfg = RunConfig(method=method, student="cifar_resnet8", teachers=("cifar_resnet14",), train_subset=128,
-                    test_subset=200, epochs=2, teacher_epochs=1)
+    cfg = RunConfig(
+        method=method,
+        student="cifar_resnet8",
+        teachers=("cifar_resnet14",),
+        train_subset=128,
+        test_subset=200,
+        epochs=2,
+        teacher_epochs=1,
+    )
 
     def cell(name: str, share: bool) -> dict:
         teacher_outputs._MEMORY.epochs.clear()  # the next cell reads the files, as another process would
         with warnings.catch_warnings():
             warnings.simplefilter("error", UserWarning)  # no unusable file, no mismatch along the way
-            return run(cfg, device="cpu", results_dir=tmp_path / name, cache_dir=tmp_path / "cache", progress=False,
-                       latency_repeats=1, share_outputs=share)
+            return run(
+                cfg,
+                device="cpu",
+                results_dir=tmp_path / name,
+                cache_dir=tmp_path / "cache",
+                progress=False,
+                latency_repeats=1,
+                share_outputs=share,
+            )
 
     fresh, first, second = cell("fresh", False), cell("first", True), cell("second", True)
     steps = 2  # 128 samples, batch 128, 2 epochs

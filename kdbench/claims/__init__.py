@@ -58,7 +58,24 @@ for _module in pkgutil.iter_modules(__path__):
 CLAIMS: tuple[Claim, ...] = tuple(get_claims())  # every registered claim, by number
 
 __all__ = [
-    "CLAIMS", "INCONCLUSIVE", "NOT_SUPPORTED", "REGISTRY", "SUPPORTED", "VERDICT_RULE", "Budget", "Claim", "Entry",
-    "Finding", "all_cells", "ci_text", "get_claims", "plan", "register_claim", "report", "run", "smoke_profile",
-    "verdict", "write_report",
+    "CLAIMS",
+    "INCONCLUSIVE",
+    "NOT_SUPPORTED",
+    "REGISTRY",
+    "SUPPORTED",
+    "VERDICT_RULE",
+    "Budget",
+    "Claim",
+    "Entry",
+    "Finding",
+    "all_cells",
+    "ci_text",
+    "get_claims",
+    "plan",
+    "register_claim",
+    "report",
+    "run",
+    "smoke_profile",
+    "verdict",
+    "write_report",
 ]

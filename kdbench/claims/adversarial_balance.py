@@ -29,8 +29,12 @@ class AdversarialBalance(Claim):
         for seed in b.seeds:
             out.append(b.baseline(seed))
             for w in b.sweep(ADV_WEIGHTS, BALANCED):
-                out.append(({"method": "adversarial", "adv_weight": w},
-                            b.cfg("adversarial", (b.teacher,), seed, hparams={"adv_weight": w})))
+                out.append(
+                    (
+                        {"method": "adversarial", "adv_weight": w},
+                        b.cfg("adversarial", (b.teacher,), seed, hparams={"adv_weight": w}),
+                    )
+                )
         return out
 
     def analyse(self, frame: pd.DataFrame) -> Finding:
@@ -39,8 +43,11 @@ class AdversarialBalance(Claim):
         mid = series(adv, adv_weight=BALANCED)
         ends = [mid - series(adv, adv_weight=w) for w in (adv["adv_weight"].min(), adv["adv_weight"].max())]
         values = pd.concat(ends, axis=1).min(axis=1, skipna=False)  # the balanced weight must beat both ends
-        table = summarise(adv, ["adv_weight"], {"top-1 (%)": ("student_top1", False),
-                                                "boost over baseline (pts)": ("boost", True)})
+        table = summarise(
+            adv,
+            ["adv_weight"],
+            {"top-1 (%)": ("student_top1", False), "boost over baseline (pts)": ("boost", True)},
+        )
         return Finding(values, table)
 
     def draw(self, frame: pd.DataFrame) -> plt.Figure:

@@ -22,8 +22,10 @@ class CapacityGap(Claim):
     number = 1
     key = "capacity_gap"
     techniques = ("Response-Based KD",)
-    experiment = ("kd from 4 growing teachers of one family (resnet14, 20, 32, 56) to resnet8; takd (assistant "
-                  "resnet14) from the larger three")
+    experiment = (
+        "kd from 4 growing teachers of one family (resnet14, 20, 32, 56) to resnet8; takd (assistant "
+        "resnet14) from the larger three"
+    )
     effect = "kd top-1 with the smallest teacher minus with the largest (pts): a larger teacher teaches worse"
 
     def design(self, b: Budget) -> list[Entry]:
@@ -40,10 +42,19 @@ class CapacityGap(Claim):
     def analyse(self, frame: pd.DataFrame) -> Finding:
         frame = frame.assign(boost=minus(frame, frame["method"] == "baseline", ["seed"]))
         ladder = [t for t in LADDER if t in set(frame["teacher"].dropna())]
-        values = series(frame, method="kd", teacher=ladder[0]) - series(frame, method="kd", teacher=ladder[-1])
-        table = summarise(frame[frame["method"] != "baseline"], ["method", "teacher"], {
-            "teacher params": ("teacher_params", False), "teacher top-1 (%)": ("teacher_top1", False),
-            "student top-1 (%)": ("student_top1", False), "boost over baseline (pts)": ("boost", True)})
+        values = series(frame, method="kd", teacher=ladder[0]) - series(
+            frame, method="kd", teacher=ladder[-1]
+        )
+        table = summarise(
+            frame[frame["method"] != "baseline"],
+            ["method", "teacher"],
+            {
+                "teacher params": ("teacher_params", False),
+                "teacher top-1 (%)": ("teacher_top1", False),
+                "student top-1 (%)": ("student_top1", False),
+                "boost over baseline (pts)": ("boost", True),
+            },
+        )
         return Finding(values, table)
 
     def draw(self, frame: pd.DataFrame) -> plt.Figure:

@@ -89,10 +89,19 @@ class Budget:
     def cfg(self, method: str, teachers: Sequence[str] = (), seed: int = 0, **fields: Any) -> RunConfig:
         p = self.profile
         return RunConfig(
-            method=method, student=self.student, teachers=tuple(teachers), dataset=p.dataset, seed=seed,
-            recipe=p.recipe, epochs=p.epochs, teacher_epochs=p.teacher_epochs, train_subset=p.train_subset,
-            teacher_seed=p.teacher_seed if teachers else None, test_subset=p.test_subset,
-            teacher_train_subset=p.teacher_train_subset if teachers else None, **fields,
+            method=method,
+            student=self.student,
+            teachers=tuple(teachers),
+            dataset=p.dataset,
+            seed=seed,
+            recipe=p.recipe,
+            epochs=p.epochs,
+            teacher_epochs=p.teacher_epochs,
+            train_subset=p.train_subset,
+            teacher_seed=p.teacher_seed if teachers else None,
+            test_subset=p.test_subset,
+            teacher_train_subset=p.teacher_train_subset if teachers else None,
+            **fields,
         )
 
     def baseline(self, seed: int, **fields: Any) -> Entry:
@@ -194,9 +203,17 @@ def all_cells(profile: Profile, keys: Sequence[str] | None = None) -> list[RunCo
 def smoke_profile() -> Profile:
     """The claims on a plumbing budget: one seed, one epoch, tiny subsets, the smallest sweeps."""
     return dataclasses.replace(
-        EXPERIMENTS["claims"], name="claims-smoke", seeds=(0,), epochs=1, teacher_epochs=1, train_subset=128,
-        teacher_train_subset=None, test_subset=200, meaningful=False,
-        description="The claims' plumbing check; numbers mean nothing.")
+        EXPERIMENTS["claims"],
+        name="claims-smoke",
+        seeds=(0,),
+        epochs=1,
+        teacher_epochs=1,
+        train_subset=128,
+        teacher_train_subset=None,
+        test_subset=200,
+        meaningful=False,
+        description="The claims' plumbing check; numbers mean nothing.",
+    )
 
 
 def plan(profile: Profile) -> pd.DataFrame:
@@ -204,28 +221,53 @@ def plan(profile: Profile) -> pd.DataFrame:
     b, seen, rows = Budget(profile), set(), []
     for claim in get_claims():
         ids = {cfg.cell_id() for cfg in claim.cells(b)}
-        rows.append({"claim": claim.number, "key": claim.key, "cells": len(ids), "new cells": len(ids - seen),
-                     "timed steps": len(claim.timings(b))})
+        rows.append(
+            {
+                "claim": claim.number,
+                "key": claim.key,
+                "cells": len(ids),
+                "new cells": len(ids - seen),
+                "timed steps": len(claim.timings(b)),
+            }
+        )
         seen |= ids
     return pd.DataFrame(rows)
 
 
-def run(profile: Profile | str = "claims", results_dir: str | Path | None = None, device: str = "auto",
-        workers: int | None = None, executor: str | None = None, cache_dir: str | Path | None = None,
-        keys: Sequence[str] | None = None, progress: bool = True) -> dict[str, int]:
+def run(
+    profile: Profile | str = "claims",
+    results_dir: str | Path | None = None,
+    device: str = "auto",
+    workers: int | None = None,
+    executor: str | None = None,
+    cache_dir: str | Path | None = None,
+    keys: Sequence[str] | None = None,
+    progress: bool = True,
+) -> dict[str, int]:
     """Run the claims' unfinished cells, then their unrecorded timings (alone, after the cells, so no training
     shares the machine with them). Teacher outputs are not shared between cells: each cell's time is its cost."""
     profile = get_profile(profile) if isinstance(profile, str) else profile
     results_dir = results_dir_for(profile.name, results_dir)
-    counts = run_grid(profile, results_dir, device=device, cache_dir=cache_dir, workers=workers,
-                      progress=progress, cells=all_cells(profile, keys), executor=executor, share_outputs=False)
+    counts = run_grid(
+        profile,
+        results_dir,
+        device=device,
+        cache_dir=cache_dir,
+        workers=workers,
+        progress=progress,
+        cells=all_cells(profile, keys),
+        executor=executor,
+        share_outputs=False,
+    )
     timings = [t for claim in get_claims(keys) for t in claim.timings(Budget(profile))]
     counts["timed"] = measure_timings(timings, results_dir, device, cache_dir)
     return counts
 
 
 # ---- the report --------------------------------------------------------------------------------------------------
-def report(df: pd.DataFrame, profile: Profile) -> tuple[pd.DataFrame, dict[int, Finding], dict[int, plt.Figure]]:
+def report(
+    df: pd.DataFrame, profile: Profile
+) -> tuple[pd.DataFrame, dict[int, Finding], dict[int, plt.Figure]]:
     """One row per claim (wording, experiment, effect ± 95% CI, verdict), with each claim's finding and figure."""
     b = Budget(profile)
     rows, findings, figures = [], {}, {}
@@ -233,12 +275,19 @@ def report(df: pd.DataFrame, profile: Profile) -> tuple[pd.DataFrame, dict[int, 
         finding, fig = claim.evaluate(df, b)
         findings[claim.number], figures[claim.number] = finding, fig
         mean, half, n = finding.summary
-        rows.append({
-            "#": claim.number, "technique": " / ".join(claim.techniques), "the survey says": claim.survey,
-            "experiment": claim.experiment, "effect (positive = as the survey says)": claim.effect,
-            "measured (95% CI)": tables.fmt(mean, half), "replicates": n, "verdict": finding.verdict,
-            "figure": f"[figure](figures/{claim.figure_name})",
-        })
+        rows.append(
+            {
+                "#": claim.number,
+                "technique": " / ".join(claim.techniques),
+                "the survey says": claim.survey,
+                "experiment": claim.experiment,
+                "effect (positive = as the survey says)": claim.effect,
+                "measured (95% CI)": tables.fmt(mean, half),
+                "replicates": n,
+                "verdict": finding.verdict,
+                "figure": f"[figure](figures/{claim.figure_name})",
+            }
+        )
     return pd.DataFrame(rows), findings, figures
 
 
@@ -251,18 +300,34 @@ def write_report(results_dir: str | Path, profile: Profile | str = "claims") -> 
     summary, findings, figures = report(df, profile)
     for claim in get_claims():
         plots.save(figures[claim.number], results_dir / "figures" / claim.figure_name)
-    lines = [f"# The survey's key trade-offs, tested ({profile.name} profile)", "",
-             "Generated by `kdbench.claims.write_report` from the records in `records/`; do not edit.", "",
-             f"Data: {profile.dataset}, {profile.train_subset or 'all'} training images, {profile.epochs} student "
-             f"epochs, {profile.teacher_epochs} teacher epochs, seeds {', '.join(map(str, profile.seeds))}, "
-             f"student {Budget(profile).student}.", "", f"**Verdict rule.** {VERDICT_RULE}", "",
-             tables.to_markdown(summary), ""]
+    lines = [
+        f"# The survey's key trade-offs, tested ({profile.name} profile)",
+        "",
+        "Generated by `kdbench.claims.write_report` from the records in `records/`; do not edit.",
+        "",
+        f"Data: {profile.dataset}, {profile.train_subset or 'all'} training images, {profile.epochs} student "
+        f"epochs, {profile.teacher_epochs} teacher epochs, seeds {', '.join(map(str, profile.seeds))}, "
+        f"student {Budget(profile).student}.",
+        "",
+        f"**Verdict rule.** {VERDICT_RULE}",
+        "",
+        tables.to_markdown(summary),
+        "",
+    ]
     for claim in get_claims():
         finding = findings[claim.number]
-        lines += [f"## {claim.number}. {' / '.join(claim.techniques)}: {claim.survey}", "",
-                  f"- experiment: {claim.experiment}", f"- effect: {claim.effect}",
-                  f"- measured: {tables.fmt(*finding.summary[:2])} over {finding.summary[2]} replicates → "
-                  f"**{finding.verdict}**", "", tables.to_markdown(finding.table), "",
-                  f"![claim {claim.number}](figures/{claim.figure_name})", ""]
+        lines += [
+            f"## {claim.number}. {' / '.join(claim.techniques)}: {claim.survey}",
+            "",
+            f"- experiment: {claim.experiment}",
+            f"- effect: {claim.effect}",
+            f"- measured: {tables.fmt(*finding.summary[:2])} over {finding.summary[2]} replicates → "
+            f"**{finding.verdict}**",
+            "",
+            tables.to_markdown(finding.table),
+            "",
+            f"![claim {claim.number}](figures/{claim.figure_name})",
+            "",
+        ]
     atomic_write_text(results_dir / "claims.csv", summary.to_csv(index=False))
     return atomic_write_text(results_dir / "claims.md", "\n".join(lines))

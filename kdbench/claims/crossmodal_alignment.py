@@ -24,16 +24,24 @@ class CrossmodalAlignment(Claim):
     number = 6
     key = "crossmodal_alignment"
     techniques = ("Cross-Modal Distillation",)
-    experiment = (f"crossmodal (image teacher resnet20) with align_weight 0 and {ALIGN_WEIGHT:g} on both paired "
-                  "modalities (profile, edges), each against its modality's baseline")
-    effect = "top-1 with minus without the feature-alignment term (pts, mean over modalities): alignment is needed"
+    experiment = (
+        f"crossmodal (image teacher resnet20) with align_weight 0 and {ALIGN_WEIGHT:g} on both paired "
+        "modalities (profile, edges), each against its modality's baseline"
+    )
+    effect = (
+        "top-1 with minus without the feature-alignment term (pts, mean over modalities): alignment is needed"
+    )
 
     def design(self, b: Budget) -> list[Entry]:
         out = []
         for seed in b.seeds:
             for modality in MODALITIES:
-                out.append(({"method": "crossmodal_baseline", "modality": modality},
-                            b.cfg("crossmodal_baseline", (), seed, hparams={"modality": modality})))
+                out.append(
+                    (
+                        {"method": "crossmodal_baseline", "modality": modality},
+                        b.cfg("crossmodal_baseline", (), seed, hparams={"modality": modality}),
+                    )
+                )
                 for weight in (0.0, ALIGN_WEIGHT):
                     hp = {"modality": modality, "align_weight": weight}
                     cfg = b.cfg("crossmodal", (b.teacher,), seed, hparams=hp)
@@ -41,19 +49,37 @@ class CrossmodalAlignment(Claim):
         return out
 
     def analyse(self, frame: pd.DataFrame) -> Finding:
-        frame = frame.assign(boost=minus(frame, frame["method"] == "crossmodal_baseline", ["seed", "modality"]))
-        gains = [series(frame, method="crossmodal", modality=m, align_weight=ALIGN_WEIGHT)
-                 - series(frame, method="crossmodal", modality=m, align_weight=0.0) for m in MODALITIES]
+        frame = frame.assign(
+            boost=minus(frame, frame["method"] == "crossmodal_baseline", ["seed", "modality"])
+        )
+        gains = [
+            series(frame, method="crossmodal", modality=m, align_weight=ALIGN_WEIGHT)
+            - series(frame, method="crossmodal", modality=m, align_weight=0.0)
+            for m in MODALITIES
+        ]
         values = pd.concat(gains, axis=1).mean(axis=1)
-        table = summarise(frame, ["modality", "method", "align_weight"], {
-            "top-1 (%)": ("student_top1", False), "boost over the modality's baseline (pts)": ("boost", True)})
+        table = summarise(
+            frame,
+            ["modality", "method", "align_weight"],
+            {
+                "top-1 (%)": ("student_top1", False),
+                "boost over the modality's baseline (pts)": ("boost", True),
+            },
+        )
         return Finding(values, table)
 
     def draw(self, frame: pd.DataFrame) -> plt.Figure:
-        frame = frame.assign(boost=minus(frame, frame["method"] == "crossmodal_baseline", ["seed", "modality"]))
+        frame = frame.assign(
+            boost=minus(frame, frame["method"] == "crossmodal_baseline", ["seed", "modality"])
+        )
         kd = frame[frame["method"] == "crossmodal"]
         fig, (ax,) = figure(1, 6)
-        bars(ax, kd.assign(alignment=kd["align_weight"].map(lambda w: f"align_weight {w:g}")), "modality", "boost",
-             "alignment")
+        bars(
+            ax,
+            kd.assign(alignment=kd["align_weight"].map(lambda w: f"align_weight {w:g}")),
+            "modality",
+            "boost",
+            "alignment",
+        )
         ax.set_ylabel("boost over the same modality's baseline (pts)")
         return fig

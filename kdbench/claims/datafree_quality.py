@@ -24,9 +24,13 @@ class DatafreeQuality(Claim):
     number = 7
     key = "datafree_quality"
     techniques = ("Data-Free KD",)
-    experiment = (f"deepinversion ({SYNTHESIS_STEPS} steps) with 128, 512, 2048 synthetic images, against kd on "
-                  "the real images")
-    effect = "top-1 with the largest minus the smallest synthetic pool (pts): more synthetic data, better student"
+    experiment = (
+        f"deepinversion ({SYNTHESIS_STEPS} steps) with 128, 512, 2048 synthetic images, against kd on "
+        "the real images"
+    )
+    effect = (
+        "top-1 with the largest minus the smallest synthetic pool (pts): more synthetic data, better student"
+    )
 
     def design(self, b: Budget) -> list[Entry]:
         out = []
@@ -34,19 +38,32 @@ class DatafreeQuality(Claim):
             out.append(b.baseline(seed))
             out.append(({"method": "kd", "pool_size": math.nan}, b.cfg("kd", (b.teacher,), seed)))
             for pool in b.sweep(POOL_SIZES):
-                cfg = b.cfg("deepinversion", (b.teacher,), seed,
-                            hparams={"pool_size": pool, "synthesis_steps": SYNTHESIS_STEPS})
+                cfg = b.cfg(
+                    "deepinversion",
+                    (b.teacher,),
+                    seed,
+                    hparams={"pool_size": pool, "synthesis_steps": SYNTHESIS_STEPS},
+                )
                 out.append(({"method": "deepinversion", "pool_size": pool}, cfg))
         return out
 
     def analyse(self, frame: pd.DataFrame) -> Finding:
         di = frame[frame["method"] == "deepinversion"]
         values = series(di, pool_size=di["pool_size"].max()) - series(di, pool_size=di["pool_size"].min())
-        frame = frame.assign(boost=minus(frame, frame["method"] == "baseline", ["seed"]),
-                             vs_kd=minus(frame, frame["method"] == "kd", ["seed"]))
-        table = summarise(frame[frame["method"] != "baseline"], ["method", "pool_size"], {
-            "synthesis time (s)": ("extras.synthesis_time_s", False), "top-1 (%)": ("student_top1", False),
-            "vs real-data kd (pts)": ("vs_kd", True), "boost over baseline (pts)": ("boost", True)})
+        frame = frame.assign(
+            boost=minus(frame, frame["method"] == "baseline", ["seed"]),
+            vs_kd=minus(frame, frame["method"] == "kd", ["seed"]),
+        )
+        table = summarise(
+            frame[frame["method"] != "baseline"],
+            ["method", "pool_size"],
+            {
+                "synthesis time (s)": ("extras.synthesis_time_s", False),
+                "top-1 (%)": ("student_top1", False),
+                "vs real-data kd (pts)": ("vs_kd", True),
+                "boost over baseline (pts)": ("boost", True),
+            },
+        )
         return Finding(values, table)
 
     def draw(self, frame: pd.DataFrame) -> plt.Figure:

@@ -11,8 +11,15 @@ import pandas as pd
 from kdbench import tables
 
 
-def lines(ax: plt.Axes, frame: pd.DataFrame, x: str, y: str, by: str | None = None, points: str | None = None,
-          **kw: Any) -> None:
+def lines(
+    ax: plt.Axes,
+    frame: pd.DataFrame,
+    x: str,
+    y: str,
+    by: str | None = None,
+    points: str | None = None,
+    **kw: Any,
+) -> None:
     """Mean ± 95% CI of `y` against `x`, one line per value of `by`; one point per value of `points` (default:
     of `x`), placed at its mean `x` (e.g. one point per teacher at its accuracy)."""
     groups = frame.groupby(by, sort=False) if by else [(None, frame)]
@@ -21,8 +28,15 @@ def lines(ax: plt.Axes, frame: pd.DataFrame, x: str, y: str, by: str | None = No
         stats = sorted(s for s in stats if not math.isnan(s[0]) and not math.isnan(s[1]))
         if stats:
             xs, means, halves = zip(*stats, strict=True)
-            ax.errorbar(xs, means, yerr=[0 if math.isnan(h) else h for h in halves], marker="o", capsize=3,
-                        label=name, **kw)
+            ax.errorbar(
+                xs,
+                means,
+                yerr=[0 if math.isnan(h) else h for h in halves],
+                marker="o",
+                capsize=3,
+                label=name,
+                **kw,
+            )
     if by and ax.get_legend_handles_labels()[0]:
         ax.legend(fontsize=7)
 
@@ -34,8 +48,14 @@ def bars(ax: plt.Axes, frame: pd.DataFrame, x: str, y: str, by: str) -> None:
     width = 0.8 / max(len(hues), 1)
     for i, hue in enumerate(hues):
         stats = [tables.mean_ci(frame[(frame[x] == v) & (frame[by] == hue)][y])[:2] for v in xs]
-        ax.bar([k + i * width for k in range(len(xs))], [s[0] for s in stats], width,
-               yerr=[0 if math.isnan(s[1]) else s[1] for s in stats], capsize=2, label=str(hue))
+        ax.bar(
+            [k + i * width for k in range(len(xs))],
+            [s[0] for s in stats],
+            width,
+            yerr=[0 if math.isnan(s[1]) else s[1] for s in stats],
+            capsize=2,
+            label=str(hue),
+        )
     ax.set_xticks([k + 0.4 - width / 2 for k in range(len(xs))], [str(v) for v in xs], fontsize=8)
     ax.axhline(0, color="black", lw=0.8)
     ax.legend(fontsize=7)

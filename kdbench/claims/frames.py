@@ -15,9 +15,19 @@ from kdbench import tables
 if TYPE_CHECKING:
     from kdbench.claims.core import Entry
 
-METRICS = ("student_top1", "teacher_top1", "teacher_params", "train_time_s", "extras.search_time_s",
-           "extras.chosen_arch", "extras.synthesis_time_s", "extras.avg_forgetting", "extras.avg_accuracy",
-           "extras.task_accuracy", "teacher_output_cache.hits")
+METRICS = (
+    "student_top1",
+    "teacher_top1",
+    "teacher_params",
+    "train_time_s",
+    "extras.search_time_s",
+    "extras.chosen_arch",
+    "extras.synthesis_time_s",
+    "extras.avg_forgetting",
+    "extras.avg_accuracy",
+    "extras.task_accuracy",
+    "teacher_output_cache.hits",
+)
 
 
 def measured(df: pd.DataFrame, entries: list[Entry]) -> pd.DataFrame:
@@ -43,15 +53,18 @@ def series(frame: pd.DataFrame, value: str = "student_top1", **match: Any) -> pd
     return frame[keep].groupby("seed")[value].mean()
 
 
-def reference(frame: pd.DataFrame, is_reference: pd.Series, on: Sequence[str], value: str = "student_top1"
-              ) -> pd.Series:
+def reference(
+    frame: pd.DataFrame, is_reference: pd.Series, on: Sequence[str], value: str = "student_top1"
+) -> pd.Series:
     """For each row, `value` of its reference row: the row of `is_reference` with equal `on` labels."""
     ref = frame[is_reference].groupby(list(on))[value].mean()
     keys = pd.MultiIndex.from_frame(frame[list(on)]) if len(on) > 1 else pd.Index(frame[on[0]])
     return pd.Series(ref.reindex(keys).to_numpy(), index=frame.index)
 
 
-def minus(frame: pd.DataFrame, is_reference: pd.Series, on: Sequence[str], value: str = "student_top1") -> pd.Series:
+def minus(
+    frame: pd.DataFrame, is_reference: pd.Series, on: Sequence[str], value: str = "student_top1"
+) -> pd.Series:
     """Each row's `value` minus its reference row's (see `reference`)."""
     return frame[value] - reference(frame, is_reference, on, value)
 
@@ -59,8 +72,10 @@ def minus(frame: pd.DataFrame, is_reference: pd.Series, on: Sequence[str], value
 def versus_baseline(frame: pd.DataFrame) -> pd.DataFrame:
     """Each row's boost over the baseline of its seed (pts) and its training time as a multiple of the baseline's."""
     base = frame["method"] == "baseline"
-    return frame.assign(boost=minus(frame, base, ["seed"]),
-                        time_x=frame["train_time_s"] / reference(frame, base, ["seed"], "train_time_s"))
+    return frame.assign(
+        boost=minus(frame, base, ["seed"]),
+        time_x=frame["train_time_s"] / reference(frame, base, ["seed"], "train_time_s"),
+    )
 
 
 def ci_text(values: pd.Series, digits: int = 2, signed: bool = True) -> str:

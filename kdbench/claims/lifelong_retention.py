@@ -22,8 +22,9 @@ RETENTION = {"lwf": (1.0, 10.0), "ewc": (1.0, 10.0)}
 
 def _lifelong_columns(frame: pd.DataFrame) -> pd.DataFrame:
     last = frame["extras.task_accuracy"].map(lambda m: m[-1][-1] if isinstance(m, list) and m else math.nan)
-    return frame.assign(new_task=last, forgetting=frame["extras.avg_forgetting"],
-                        average=frame["extras.avg_accuracy"])
+    return frame.assign(
+        new_task=last, forgetting=frame["extras.avg_forgetting"], average=frame["extras.avg_accuracy"]
+    )
 
 
 @register_claim
@@ -31,22 +32,36 @@ class LifelongRetention(Claim):
     number = 11
     key = "lifelong_retention"
     techniques = ("Lifelong Distillation",)
-    experiment = ("5 class-incremental tasks: LwF weight 1, 10 and EWC weight 1, 10 between fine-tuning (no "
-                  "retention) and joint training (upper bound)")
-    effect = ("smaller of forgetting avoided and new-task accuracy lost, strongest retention vs fine-tuning (pts, mean "
-              "of LwF and EWC): retention has a price, so it must be chosen")
+    experiment = (
+        "5 class-incremental tasks: LwF weight 1, 10 and EWC weight 1, 10 between fine-tuning (no "
+        "retention) and joint training (upper bound)"
+    )
+    effect = (
+        "smaller of forgetting avoided and new-task accuracy lost, strongest retention vs fine-tuning (pts, mean "
+        "of LwF and EWC): retention has a price, so it must be chosen"
+    )
 
     def design(self, b: Budget) -> list[Entry]:
         out = []
         for seed in b.seeds:
-            out.append(({"method": "lifelong_finetune", "term": "none", "weight": 0.0},
-                        b.cfg("lifelong_finetune", (), seed)))
-            out.append(({"method": "lifelong_joint", "term": "none", "weight": math.nan},
-                        b.cfg("lifelong_joint", (), seed)))
+            out.append(
+                (
+                    {"method": "lifelong_finetune", "term": "none", "weight": 0.0},
+                    b.cfg("lifelong_finetune", (), seed),
+                )
+            )
+            out.append(
+                (
+                    {"method": "lifelong_joint", "term": "none", "weight": math.nan},
+                    b.cfg("lifelong_joint", (), seed),
+                )
+            )
             for term, weights in RETENTION.items():
                 for w in b.sweep(weights):
                     hp = {"lwf_weight": w} if term == "lwf" else {"lwf_weight": 0.0, "ewc_weight": w}
-                    out.append(({"method": "lwf", "term": term, "weight": w}, b.cfg("lwf", (), seed, hparams=hp)))
+                    out.append(
+                        ({"method": "lwf", "term": term, "weight": w}, b.cfg("lwf", (), seed, hparams=hp))
+                    )
         return out
 
     def analyse(self, frame: pd.DataFrame) -> Finding:
@@ -54,15 +69,25 @@ class LifelongRetention(Claim):
         sides = []
         for term in RETENTION:
             w = frame[frame["term"] == term]["weight"].max()
-            kept = (series(frame, "forgetting", method="lifelong_finetune")
-                    - series(frame, "forgetting", term=term, weight=w))
-            lost = series(frame, "new_task", method="lifelong_finetune") - series(frame, "new_task", term=term,
-                                                                                   weight=w)
-            sides.append(pd.concat([kept, lost], axis=1).min(axis=1, skipna=False))  # both sides of the trade-off
+            kept = series(frame, "forgetting", method="lifelong_finetune") - series(
+                frame, "forgetting", term=term, weight=w
+            )
+            lost = series(frame, "new_task", method="lifelong_finetune") - series(
+                frame, "new_task", term=term, weight=w
+            )
+            sides.append(
+                pd.concat([kept, lost], axis=1).min(axis=1, skipna=False)
+            )  # both sides of the trade-off
         values = pd.concat(sides, axis=1).mean(axis=1)
-        table = summarise(frame, ["method", "term", "weight"], {
-            "avg forgetting (pts)": ("forgetting", False), "new-task accuracy (%)": ("new_task", False),
-            "avg accuracy, all tasks (%)": ("average", False)})
+        table = summarise(
+            frame,
+            ["method", "term", "weight"],
+            {
+                "avg forgetting (pts)": ("forgetting", False),
+                "new-task accuracy (%)": ("new_task", False),
+                "avg accuracy, all tasks (%)": ("average", False),
+            },
+        )
         return Finding(values, table)
 
     def draw(self, frame: pd.DataFrame) -> plt.Figure:
@@ -70,8 +95,15 @@ class LifelongRetention(Claim):
         fig, (ax,) = figure(1, 6)
         for (method, term, w), g in frame.groupby(["method", "term", "weight"], sort=False, dropna=False):
             label = method if term == "none" else f"{term} weight {w:g}"
-            ax.errorbar(g["forgetting"].mean(), g["new_task"].mean(), xerr=g["forgetting"].std(),
-                        yerr=g["new_task"].std(), fmt="o", capsize=3, label=label)
+            ax.errorbar(
+                g["forgetting"].mean(),
+                g["new_task"].mean(),
+                xerr=g["forgetting"].std(),
+                yerr=g["new_task"].std(),
+                fmt="o",
+                capsize=3,
+                label=label,
+            )
         ax.set_xlabel("average forgetting (pts; lower keeps more)")
         ax.set_ylabel("accuracy on the newest task (%)")
         ax.legend(fontsize=7)

@@ -28,17 +28,25 @@ class OnlineCost(Claim):
         out = []
         for seed in b.seeds:
             out.append(b.baseline(seed))
-            out += [({"method": "dml", "peers": k}, b.cfg("dml", (), seed, hparams={"peers": k}))
-                    for k in b.sweep(PEERS)]
+            out += [
+                ({"method": "dml", "peers": k}, b.cfg("dml", (), seed, hparams={"peers": k}))
+                for k in b.sweep(PEERS)
+            ]
         return out
 
     def analyse(self, frame: pd.DataFrame) -> Finding:
         frame = versus_baseline(frame)
         dml = frame[frame["method"] == "dml"]
         values = dml.groupby("seed").apply(lambda g: slope(g["peers"], g["time_x"]), include_groups=False)
-        table = summarise(dml, ["peers"], {"train time vs baseline (×)": ("time_x", False),
-                                           "train time (s)": ("train_time_s", False),
-                                           "boost over baseline (pts)": ("boost", True)})
+        table = summarise(
+            dml,
+            ["peers"],
+            {
+                "train time vs baseline (×)": ("time_x", False),
+                "train time (s)": ("train_time_s", False),
+                "boost over baseline (pts)": ("boost", True),
+            },
+        )
         return Finding(values, table)
 
     def draw(self, frame: pd.DataFrame) -> plt.Figure:

@@ -27,7 +27,12 @@ class QuantizationBits(Claim):
         out = []
         for seed in b.seeds:
             for bits in b.sweep(BITS):
-                out.append(({"method": "qkd", "bits": bits}, b.cfg("qkd", (b.teacher,), seed, hparams={"bits": bits})))
+                out.append(
+                    (
+                        {"method": "qkd", "bits": bits},
+                        b.cfg("qkd", (b.teacher,), seed, hparams={"bits": bits}),
+                    )
+                )
                 out.append(({"method": "qat", "bits": bits}, b.cfg("qat", (), seed, hparams={"bits": bits})))
         return out
 
@@ -35,8 +40,11 @@ class QuantizationBits(Claim):
         qkd = frame[frame["method"] == "qkd"]
         values = series(qkd, bits=qkd["bits"].max()) - series(qkd, bits=qkd["bits"].min())
         frame = frame.assign(kd_gain=minus(frame, frame["method"] == "qat", ["seed", "bits"]))
-        table = summarise(frame, ["bits", "method"], {"top-1 (%)": ("student_top1", False),
-                                                      "KD gain over qat (pts)": ("kd_gain", True)})
+        table = summarise(
+            frame,
+            ["bits", "method"],
+            {"top-1 (%)": ("student_top1", False), "KD gain over qat (pts)": ("kd_gain", True)},
+        )
         return Finding(values, table)
 
     def draw(self, frame: pd.DataFrame) -> plt.Figure:

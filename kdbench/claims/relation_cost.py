@@ -26,8 +26,12 @@ def _versus_kd(frame: pd.DataFrame) -> pd.DataFrame:
     """Each step against kd's in the same round and batch size (the same teacher forward, a response-only loss):
     the ratio, and the extra time per sample in microseconds."""
     kd = reference(frame, frame["method"] == "kd", ["round", "batch_size"], "step_s")
-    return frame.assign(step_ms=1000 * frame["step_s"], per_sample_us=1e6 * frame["step_s"] / frame["batch_samples"],
-                        vs_kd=frame["step_s"] / kd, extra_us=1e6 * (frame["step_s"] - kd) / frame["batch_samples"])
+    return frame.assign(
+        step_ms=1000 * frame["step_s"],
+        per_sample_us=1e6 * frame["step_s"] / frame["batch_samples"],
+        vs_kd=frame["step_s"] / kd,
+        extra_us=1e6 * (frame["step_s"] - kd) / frame["batch_samples"],
+    )
 
 
 @register_claim
@@ -35,10 +39,14 @@ class RelationCost(Claim):
     number = 3
     key = "relation_cost"
     techniques = ("Relation-Based KD", "Graph-Based Distillation")
-    experiment = ("training-step time of rkd, sp and irg against kd and baseline (resnet20→resnet8) at batch 32, "
-                  f"64, 128, 256; {TIMING_ROUNDS} interleaved rounds")
-    effect = ("growth of the extra time per sample over kd from the smallest to the largest batch, mean of rkd, sp, "
-              "irg (µs): a cost superlinear in the batch")
+    experiment = (
+        "training-step time of rkd, sp and irg against kd and baseline (resnet20→resnet8) at batch 32, "
+        f"64, 128, 256; {TIMING_ROUNDS} interleaved rounds"
+    )
+    effect = (
+        "growth of the extra time per sample over kd from the smallest to the largest batch, mean of rkd, sp, "
+        "irg (µs): a cost superlinear in the batch"
+    )
 
     def timings(self, b: Budget) -> list[Timing]:
         samples = TIMED_SAMPLES if b.full else 64
@@ -54,13 +62,21 @@ class RelationCost(Claim):
     def analyse(self, frame: pd.DataFrame) -> Finding:
         frame = _versus_kd(frame)
         small, large = frame["batch_size"].min(), frame["batch_size"].max()
-        growth = [series(frame, "extra_us", method=m, batch_size=large) - series(frame, "extra_us", method=m,
-                                                                                 batch_size=small)
-                  for m in RELATION_METHODS]
+        growth = [
+            series(frame, "extra_us", method=m, batch_size=large)
+            - series(frame, "extra_us", method=m, batch_size=small)
+            for m in RELATION_METHODS
+        ]
         values = pd.concat(growth, axis=1).mean(axis=1) if small != large else pd.Series(dtype=float)
-        table = summarise(frame, ["method", "batch_size"], {
-            "step (ms)": ("step_ms", False), "time vs kd (×)": ("vs_kd", False),
-            "extra µs / sample over kd": ("extra_us", True)})
+        table = summarise(
+            frame,
+            ["method", "batch_size"],
+            {
+                "step (ms)": ("step_ms", False),
+                "time vs kd (×)": ("vs_kd", False),
+                "extra µs / sample over kd": ("extra_us", True),
+            },
+        )
         return Finding(values, table.rename(columns={"seeds": "rounds"}))
 
     def draw(self, frame: pd.DataFrame) -> plt.Figure:

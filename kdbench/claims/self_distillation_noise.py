@@ -22,10 +22,14 @@ class SelfDistillationNoise(Claim):
     number = 5
     key = "self_distillation_noise"
     techniques = ("Self-Distillation",)
-    experiment = ("pskd and byot against baseline and kd (teacher trained on the same noisy labels) at 0, 20, 40 % "
-                  "symmetric label noise")
-    effect = ("self-distillation's boost over baseline at 0 % minus at 40 % noise (pts, mean of pskd and byot): noise "
-              "erodes it")
+    experiment = (
+        "pskd and byot against baseline and kd (teacher trained on the same noisy labels) at 0, 20, 40 % "
+        "symmetric label noise"
+    )
+    effect = (
+        "self-distillation's boost over baseline at 0 % minus at 40 % noise (pts, mean of pskd and byot): noise "
+        "erodes it"
+    )
 
     def design(self, b: Budget) -> list[Entry]:
         out = []
@@ -33,18 +37,28 @@ class SelfDistillationNoise(Claim):
             for noise in b.sweep(NOISE):
                 labels, cfg = b.baseline(seed, label_noise=noise)
                 out.append(({**labels, "noise": noise}, cfg))
-                out += [({"method": m, "noise": noise}, b.cfg(m, (), seed, label_noise=noise)) for m in SELF_METHODS]
-                out.append(({"method": "kd", "noise": noise}, b.cfg("kd", (b.teacher,), seed, label_noise=noise)))
+                out += [
+                    ({"method": m, "noise": noise}, b.cfg(m, (), seed, label_noise=noise))
+                    for m in SELF_METHODS
+                ]
+                out.append(
+                    ({"method": "kd", "noise": noise}, b.cfg("kd", (b.teacher,), seed, label_noise=noise))
+                )
         return out
 
     def analyse(self, frame: pd.DataFrame) -> Finding:
         frame = frame.assign(boost=minus(frame, frame["method"] == "baseline", ["seed", "noise"]))
         low, high = frame["noise"].min(), frame["noise"].max()
-        drops = [series(frame, "boost", method=m, noise=low) - series(frame, "boost", method=m, noise=high)
-                 for m in SELF_METHODS]
+        drops = [
+            series(frame, "boost", method=m, noise=low) - series(frame, "boost", method=m, noise=high)
+            for m in SELF_METHODS
+        ]
         values = pd.concat(drops, axis=1).mean(axis=1)
-        table = summarise(frame, ["method", "noise"], {"top-1 (%)": ("student_top1", False),
-                                                       "boost over baseline (pts)": ("boost", True)})
+        table = summarise(
+            frame,
+            ["method", "noise"],
+            {"top-1 (%)": ("student_top1", False), "boost over baseline (pts)": ("boost", True)},
+        )
         return Finding(values, table)
 
     def draw(self, frame: pd.DataFrame) -> plt.Figure:

@@ -38,8 +38,12 @@ class Timing:
 
 def timing_frame(df: pd.DataFrame, timings: list[Timing]) -> pd.DataFrame:
     """One row per designed measurement: method, batch size, round (as `seed`: the replicate) and its step time."""
-    rows = pd.DataFrame([{"method": t.cell.method, "batch_size": t.batch_size, "round": t.round,
-                          "cell_id": t.cell_id()} for t in timings])
+    rows = pd.DataFrame(
+        [
+            {"method": t.cell.method, "batch_size": t.batch_size, "round": t.round, "cell_id": t.cell_id()}
+            for t in timings
+        ]
+    )
     if rows.empty:
         return rows
     got = df.reindex(columns=["cell_id", "step_s", "batch_samples"]).dropna().drop_duplicates("cell_id")
@@ -47,8 +51,9 @@ def timing_frame(df: pd.DataFrame, timings: list[Timing]) -> pd.DataFrame:
     return frame.assign(recorded=frame["recorded"].notna(), seed=frame["round"])  # rounds are the replicates
 
 
-def measure_timings(timings: list[Timing], results_dir: str | Path, device: str = "auto",
-                    cache_dir: str | Path | None = None) -> int:
+def measure_timings(
+    timings: list[Timing], results_dir: str | Path, device: str = "auto", cache_dir: str | Path | None = None
+) -> int:
     """Time the training steps not yet recorded, one batch size at a time, all methods interleaved within a round
     (a drift in background load hits them alike); one record per measurement. Returns how many were measured."""
     dev = env.resolve_device(device)
@@ -62,7 +67,9 @@ def measure_timings(timings: list[Timing], results_dir: str | Path, device: str 
         for name, cell in cells.items():
             method, prepared, _ = build_method(cell, dev, cache, progress=False)
             s = prepared.train
-            stream, _ = ready(method, BatchStream(s.images, s.labels, s.info, size, s.seed, True, s.device, s.index))
+            stream, _ = ready(
+                method, BatchStream(s.images, s.labels, s.info, size, s.seed, True, s.device, s.index)
+            )
             batches = fixed_batches(stream, group[0].steps)
             steps[name], counts[name] = training_step(method, batches, cell.recipe), len(batches[0])
         rounds = sorted({t.round for t in group})
@@ -70,15 +77,31 @@ def measure_timings(timings: list[Timing], results_dir: str | Path, device: str 
             settings = Settings(warmup=2 if r == rounds[0] else 0, repeats=1, steps=group[0].steps)
             seconds = interleaved_medians(steps, settings, dev)
             for t in (t for t in group if t.round == r):
-                write_record(timing_record(t, seconds[t.cell.method], counts[t.cell.method], dev), results_dir)
+                write_record(
+                    timing_record(t, seconds[t.cell.method], counts[t.cell.method], dev), results_dir
+                )
     return len(todo)
 
 
 def timing_record(t: Timing, step_s: float, batch_samples: int, device: Any) -> dict[str, Any]:
-    return {"schema": SCHEMA_VERSION, "kind": "step_time", "status": "ok", "cell_id": t.cell_id(),
-            "method": t.cell.method, "code_version": current_code_version(t.cell.method),
-            "student": t.cell.student, "teacher": t.cell.teachers[0] if t.cell.teachers else None,
-            "teachers": list(t.cell.teachers), "dataset": t.cell.dataset, "seed": t.cell.seed,
-            "config": t.cell.resolve(), "batch_size": t.batch_size, "batch_samples": batch_samples,
-            "round": t.round, "steps": t.steps, "step_s": step_s, "env": env.describe(device),
-            "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z")}
+    return {
+        "schema": SCHEMA_VERSION,
+        "kind": "step_time",
+        "status": "ok",
+        "cell_id": t.cell_id(),
+        "method": t.cell.method,
+        "code_version": current_code_version(t.cell.method),
+        "student": t.cell.student,
+        "teacher": t.cell.teachers[0] if t.cell.teachers else None,
+        "teachers": list(t.cell.teachers),
+        "dataset": t.cell.dataset,
+        "seed": t.cell.seed,
+        "config": t.cell.resolve(),
+        "batch_size": t.batch_size,
+        "batch_samples": batch_samples,
+        "round": t.round,
+        "steps": t.steps,
+        "step_s": step_s,
+        "env": env.describe(device),
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+    }

@@ -5,5 +5,12 @@ from kdbench.data.loader import Batch, BatchStream, normalize
 from kdbench.data.splits import train_val_indices
 
 __all__ = [
-    "DATASETS", "Batch", "BatchStream", "DatasetInfo", "TensorData", "load_dataset", "normalize", "train_val_indices",
+    "DATASETS",
+    "Batch",
+    "BatchStream",
+    "DatasetInfo",
+    "TensorData",
+    "load_dataset",
+    "normalize",
+    "train_val_indices",
 ]

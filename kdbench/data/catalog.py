@@ -42,7 +42,9 @@ DATASETS: dict[str, DatasetInfo] = {
     "mnist": DatasetInfo("mnist", 10, 1, 28, (0.1307,), (0.3081,), 2, False),
     # CIFAR statistics as in RepDistiller's cifar100.py / the torchvision reference.
     "cifar10": DatasetInfo("cifar10", 10, 3, 32, (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616), 4, True),
-    "cifar100": DatasetInfo("cifar100", 100, 3, 32, (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761), 4, True),
+    "cifar100": DatasetInfo(
+        "cifar100", 100, 3, 32, (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761), 4, True
+    ),
 }
 
 # SHA-256 of the bundled Fashion-MNIST files (Debian's dataset-fashion-mnist; the IDX payload is the original data).
@@ -101,10 +103,14 @@ def _unpack_bundled_fashion_mnist(root: Path, src: Path) -> None:
         try:
             got, expected = sha256(src / name), FASHION_MNIST_SHA256[name]
         except OSError as exc:
-            raise KdbenchError(f"cannot read Fashion-MNIST file {src / name} ({exc.strerror}); {fix}") from None
+            raise KdbenchError(
+                f"cannot read Fashion-MNIST file {src / name} ({exc.strerror}); {fix}"
+            ) from None
         if got != expected:
-            raise KdbenchError(f"Fashion-MNIST file {src / name} does not match its checksum (SHA-256 {got[:12]}..., "
-                               f"expected {expected[:12]}...): it is corrupt; {fix}")
+            raise KdbenchError(
+                f"Fashion-MNIST file {src / name} does not match its checksum (SHA-256 {got[:12]}..., "
+                f"expected {expected[:12]}...): it is corrupt; {fix}"
+            )
     for name in missing:
         with gzip.open(src / name, "rb") as fh:
             atomic_write_bytes(raw / name[: -len(".gz")], fh.read())

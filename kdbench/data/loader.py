@@ -52,7 +52,9 @@ def normalize(x: torch.Tensor, info: DatasetInfo) -> torch.Tensor:
     return (x - mean) / std
 
 
-def random_crop_flip(x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, padding: int) -> torch.Tensor:
+def random_crop_flip(
+    x: torch.Tensor, offsets: torch.Tensor, flips: torch.Tensor, padding: int
+) -> torch.Tensor:
     """Zero-pad by `padding`, crop back to size at per-sample offsets, mirror where `flips` is set.
 
     Equivalent to torchvision's RandomCrop(size, padding) + RandomHorizontalFlip applied image by image, done
@@ -88,7 +90,9 @@ class BatchStream:
         augment: str = "crop+flip",
     ) -> None:
         self.info = info
-        self.augment = augment  # which of the dataset's augmentations training applies (kdbench.engine.AUGMENTATIONS)
+        self.augment = (
+            augment  # which of the dataset's augmentations training applies (kdbench.engine.AUGMENTATIONS)
+        )
         self.padding = info.crop_padding if "crop" in augment else 0
         self.flip = info.flip and "flip" in augment
         self.batch_size = batch_size
@@ -115,9 +119,15 @@ class BatchStream:
         seed, batch size, train/eval, the dataset's augmentation and normalisation, and the device the pixels are
         computed on. Equal digests give equal batches for every (epoch, batch number). A stream is not changed
         after it is built (`subset` builds a new one)."""
-        spec = {"info": asdict(self.info), "batch_size": self.batch_size, "seed": self.seed, "train": self.train,
-                "augment": [self.padding, self.flip],
-                "device": self.device.type, "images": [str(self.images.dtype), list(self.images.shape)]}
+        spec = {
+            "info": asdict(self.info),
+            "batch_size": self.batch_size,
+            "seed": self.seed,
+            "train": self.train,
+            "augment": [self.padding, self.flip],
+            "device": self.device.type,
+            "images": [str(self.images.dtype), list(self.images.shape)],
+        }
         h = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
         for tensor in (self.images, self.index, self.labels):
             h.update(tensor.detach().cpu().contiguous().view(-1).view(torch.uint8).numpy())
@@ -136,8 +146,12 @@ class BatchStream:
         if not self.train:  # the same batches whatever the epoch
             for number, start in enumerate(range(0, len(self.labels), self.batch_size)):
                 sl = slice(start, start + self.batch_size)
-                yield Batch(normalize(self.images[sl], self.info), self.labels[sl], self.index[sl],
-                            (self.digest, 0, number))
+                yield Batch(
+                    normalize(self.images[sl], self.info),
+                    self.labels[sl],
+                    self.index[sl],
+                    (self.digest, 0, number),
+                )
             return
         aug = self.augmentation(epoch)
         order, offsets, flips = (t.to(self.device) for t in (aug.order, aug.offsets, aug.flips))
@@ -150,6 +164,13 @@ class BatchStream:
         """A stream over the samples where boolean mask `keep` is set (e.g. one task's classes)."""
         keep = keep.to(self.device)
         return BatchStream(
-            self.images[keep], self.labels[keep], self.info, self.batch_size, self.seed, self.train, self.device,
-            self.index[keep], self.augment,
+            self.images[keep],
+            self.labels[keep],
+            self.info,
+            self.batch_size,
+            self.seed,
+            self.train,
+            self.device,
+            self.index[keep],
+            self.augment,
         )

@@ -16,7 +16,9 @@ def stratified_indices(labels: torch.Tensor, count: int, generator: torch.Genera
     for rank, idx in enumerate(per_class):
         take = base + (1 if rank < extra else 0)
         if take > len(idx):
-            raise KdbenchError(f"cannot draw {count} stratified samples: class {int(classes[rank])} has {len(idx)}")
+            raise KdbenchError(
+                f"cannot draw {count} stratified samples: class {int(classes[rank])} has {len(idx)}"
+            )
         chosen.append(idx[torch.randperm(len(idx), generator=generator)[:take]])
     out = torch.cat(chosen)
     return out[torch.randperm(len(out), generator=generator)]
@@ -33,7 +35,9 @@ def train_val_indices(
     if val_size < 0 or (train_subset is not None and train_subset <= 0):
         raise KdbenchError("train subset must be positive and validation size non-negative")
     if (train_subset or 0) + val_size > n:
-        raise KdbenchError(f"train subset {train_subset} + validation {val_size} exceeds the {n} training images")
+        raise KdbenchError(
+            f"train subset {train_subset} + validation {val_size} exceeds the {n} training images"
+        )
     gen = torch.Generator().manual_seed(10_007 * seed + 1)
     everything = torch.randperm(n, generator=gen)
     val = stratified_indices(labels, val_size, gen) if val_size else everything[:0]
@@ -56,7 +60,9 @@ def symmetric_label_noise(labels: torch.Tensor, rate: float, num_classes: int, s
     return torch.where(flip, (labels + shift) % num_classes, labels)
 
 
-def long_tailed_indices(labels: torch.Tensor, indices: torch.Tensor, ratio: float, num_classes: int) -> torch.Tensor:
+def long_tailed_indices(
+    labels: torch.Tensor, indices: torch.Tensor, ratio: float, num_classes: int
+) -> torch.Tensor:
     """Keep an exponentially decaying share of each class (Cui et al. 2019): class c keeps
     n_max · ratio^(-c / (C - 1)) of its samples, so the largest class has `ratio` times the smallest."""
     if ratio < 1:

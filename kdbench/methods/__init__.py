@@ -24,6 +24,14 @@ for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = [
-    "METHODS", "SCHEMES", "TECHNIQUES", "Method", "MethodInfo", "Setup", "catalogue", "get_method",
-    "parse_hparams", "register_method",
+    "METHODS",
+    "SCHEMES",
+    "TECHNIQUES",
+    "Method",
+    "MethodInfo",
+    "Setup",
+    "catalogue",
+    "get_method",
+    "parse_hparams",
+    "register_method",
 ]

@@ -75,7 +75,9 @@ class AdversarialKD(Method):
     def __init__(self, setup: Setup, **hparams) -> None:
         super().__init__(setup, **hparams)
         self.discriminator = Discriminator(setup.data.num_classes, self.hp["d_hidden"])
-        self._kept: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # (x, student, teacher logits)
+        self._kept: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = (
+            None  # (x, student, teacher logits)
+        )
 
     def auxiliary_parameters(self) -> list[nn.Parameter]:
         return list(self.discriminator.parameters())

@@ -66,8 +66,12 @@ class MethodInfo:
     reference: str  # "Author et al. Year, Title"
     teachers: int = 1  # frozen teachers needed: 0 (none), 1, or 2+ (at least that many)
     summary: str = ""
-    also_represents: tuple[str, ...] = ()  # further Table 4 rows it stands for (kd is also "Offline Distillation")
-    compare_to: str = "baseline"  # the method whose accuracy its boost is measured against (same student, seed)
+    also_represents: tuple[
+        str, ...
+    ] = ()  # further Table 4 rows it stands for (kd is also "Offline Distillation")
+    compare_to: str = (
+        "baseline"  # the method whose accuracy its boost is measured against (same student, seed)
+    )
 
     def __post_init__(self) -> None:
         for technique in (self.technique, *self.also_represents):
@@ -147,7 +151,9 @@ class Method(nn.Module):
         finally:
             handle.remove()
         if not seen:
-            raise KdbenchError(f"{PLUS_KD} > 0 needs {self.info.name}'s student logits on the batch; it computes none")
+            raise KdbenchError(
+                f"{PLUS_KD} > 0 needs {self.info.name}'s student logits on the batch; it computes none"
+            )
         teacher = self.teacher_outputs(batch).logits
         return {**terms, "plus_kd": weight * kd_loss(seen[0], teacher, PLUS_KD_TEMPERATURE)}
 
@@ -226,7 +232,9 @@ class Method(nn.Module):
     def teacher(self) -> nn.Module:
         return self._teachers[0]
 
-    def teacher_outputs(self, source: Batch | torch.Tensor, index: int = 0, features: bool = False) -> Outputs:
+    def teacher_outputs(
+        self, source: Batch | torch.Tensor, index: int = 0, features: bool = False
+    ) -> Outputs:
         """Teacher `index`'s outputs for a batch (pass the `Batch` itself, so they can come from the run's shared
         cache of teacher outputs) or for raw inputs such as synthetic images (always computed). Computed under
         inference mode; treat them as read-only, since cached tensors are shared."""
@@ -279,7 +287,13 @@ def hparam_range(cls: type[Method], name: str) -> Range | None:
     probability lies in [0, 1]. None: any value of the default's type."""
     if name in cls.ranges:
         return cls.ranges[name]
-    if name == "temperature" or name.endswith("_temperature") or name == "lr" or "_lr" in name or "lr_" in name:
+    if (
+        name == "temperature"
+        or name.endswith("_temperature")
+        or name == "lr"
+        or "_lr" in name
+        or "lr_" in name
+    ):
         return POSITIVE
     if name.endswith("_weight") or name in ("alpha", "beta"):
         return NON_NEGATIVE
@@ -327,7 +341,9 @@ def _checked_plus_kd(cls: type[Method], hparams: dict[str, Any]) -> dict[str, An
     if hparams[PLUS_KD] == 0:
         return {k: v for k, v in hparams.items() if k != PLUS_KD}
     if cls.info.teachers == 0 or cls.info.technique == "Data-Free KD":
-        raise KdbenchError(f"{PLUS_KD} must be 0 for {cls.info.name}: it has no teacher outputs on real inputs")
+        raise KdbenchError(
+            f"{PLUS_KD} must be 0 for {cls.info.name}: it has no teacher outputs on real inputs"
+        )
     return hparams
 
 

@@ -26,11 +26,16 @@ from kdbench.errors import KdbenchError, check_choice
 from kdbench.methods.base import POSITIVE, UNIT, Method, MethodInfo, Range, Setup, register_method
 
 NCE_EPS = 1e-7  # RepDistiller crd/criterion.py: eps = 1e-7 in ContrastLoss
-MODES = ("exact", "relax")  # RepDistiller train_student.py --mode: the positive is the sample / a same-class one
+MODES = (
+    "exact",
+    "relax",
+)  # RepDistiller train_student.py --mode: the positive is the sample / a same-class one
 
 
 # ---- pure loss pieces ---------------------------------------------------------------------------------------------
-def contrast_scores(anchor: torch.Tensor, memory: torch.Tensor, rows: torch.Tensor, temperature: float) -> torch.Tensor:
+def contrast_scores(
+    anchor: torch.Tensor, memory: torch.Tensor, rows: torch.Tensor, temperature: float
+) -> torch.Tensor:
     """CRD's unnormalised scores exp(<m_j, v_b> / T) of each anchor v_b (B, D) against the memory rows m_j named by
     `rows` (B, K+1; column 0 the positive), as RepDistiller's `ContrastMemory.forward` before its division by Z.
 
@@ -79,8 +84,16 @@ class ContrastHead(nn.Module):
     uniform in ±1/sqrt(feat_dim / 3), as the reference's, so their rows have about unit norm before the first
     update. Computed in fp32 whatever the run's precision: exp(1 / 0.07) needs its range."""
 
-    def __init__(self, s_dim: int, t_dim: int, feat_dim: int, n_data: int, temperature: float, momentum: float,
-                 seed: int = 0) -> None:
+    def __init__(
+        self,
+        s_dim: int,
+        t_dim: int,
+        feat_dim: int,
+        n_data: int,
+        temperature: float,
+        momentum: float,
+        seed: int = 0,
+    ) -> None:
         super().__init__()
         self.embed_s = nn.Linear(s_dim, feat_dim)
         self.embed_t = nn.Linear(t_dim, feat_dim)
@@ -90,7 +103,9 @@ class ContrastHead(nn.Module):
         for name in ("memory_s", "memory_t"):
             bank = torch.rand(n_data, feat_dim, generator=gen) * (2 * stdv) - stdv
             self.register_buffer(name, bank, persistent=False)
-        self.z_s: float | None = None  # Z of the student-anchored scores (RepDistiller Z_v1), set on the first batch
+        self.z_s: float | None = (
+            None  # Z of the student-anchored scores (RepDistiller Z_v1), set on the first batch
+        )
         self.z_t: float | None = None  # Z of the teacher-anchored scores (Z_v2)
 
     def embed(self, f_s: torch.Tensor, f_t: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,7 +113,9 @@ class ContrastHead(nn.Module):
         v_t = F.normalize(self.embed_t(f_t.flatten(1).float()), dim=1)
         return v_s, v_t
 
-    def forward(self, f_s: torch.Tensor, f_t: torch.Tensor, rows: torch.Tensor, contrast: torch.Tensor) -> torch.Tensor:
+    def forward(
+        self, f_s: torch.Tensor, f_t: torch.Tensor, rows: torch.Tensor, contrast: torch.Tensor
+    ) -> torch.Tensor:
         """The CRD loss (student side + teacher side) of a batch whose samples are bank rows `rows` (B,), contrasted
         with bank rows `contrast` (B, K+1; column 0 the positive); then the batch's bank rows are updated."""
         with torch.autocast(f_s.device.type, enabled=False):
@@ -108,13 +125,18 @@ class ContrastHead(nn.Module):
             out_t = contrast_scores(v_t, self.memory_s, contrast, self.temperature)
             if self.z_s is None or self.z_t is None:
                 self.z_s, self.z_t = nce_normaliser(out_s, self.n_data), nce_normaliser(out_t, self.n_data)
-            loss = (nce_contrast_loss(out_s / self.z_s, self.n_data)
-                    + nce_contrast_loss(out_t / self.z_t, self.n_data))
-            with torch.no_grad():  # out of place: the scores' backward still needs the banks they were taken on
-                self.memory_s = self.memory_s.index_copy(0, rows, momentum_update(self.memory_s[rows], v_s,
-                                                                                  self.momentum))
-                self.memory_t = self.memory_t.index_copy(0, rows, momentum_update(self.memory_t[rows], v_t,
-                                                                                  self.momentum))
+            loss = nce_contrast_loss(out_s / self.z_s, self.n_data) + nce_contrast_loss(
+                out_t / self.z_t, self.n_data
+            )
+            with (
+                torch.no_grad()
+            ):  # out of place: the scores' backward still needs the banks they were taken on
+                self.memory_s = self.memory_s.index_copy(
+                    0, rows, momentum_update(self.memory_s[rows], v_s, self.momentum)
+                )
+                self.memory_t = self.memory_t.index_copy(
+                    0, rows, momentum_update(self.memory_t[rows], v_t, self.momentum)
+                )
         return loss
 
     def bank_values(self) -> int:
@@ -138,7 +160,9 @@ class ClassLayout:
         # the smallest and largest pools of negatives, known here so that a draw needs no device sync to choose
         self.min_pool, self.max_pool = len(labels) - int(present.max()), len(labels) - int(present.min())
         if self.min_pool == 0:
-            raise KdbenchError("crd needs negatives from other classes: its training samples are all of one class")
+            raise KdbenchError(
+                "crd needs negatives from other classes: its training samples are all of one class"
+            )
 
     def draw(self, rows: torch.Tensor, k: int, mode: str, gen: torch.Generator) -> torch.Tensor:
         """(B, k+1) bank rows for the batch's rows: column 0 the positive, then k negatives."""
@@ -153,7 +177,9 @@ class ClassLayout:
             u = torch.minimum(u, pool[:, None] - 1)
             picked = self.by_label[u + (u >= start[:, None]).long() * count[:, None]]
             negatives = torch.where(replace[:, None], picked, negatives)
-        if k <= self.max_pool:  # some sample may draw k distinct ones: the k largest of uniform keys, own class out
+        if (
+            k <= self.max_pool
+        ):  # some sample may draw k distinct ones: the k largest of uniform keys, own class out
             keys = torch.rand(len(rows), n, generator=gen, device=dev)
             keys = keys.masked_fill(self.labels[None, :] == y[:, None], -1.0)
             negatives = torch.where(replace[:, None], negatives, keys.topk(k, dim=1).indices)
@@ -195,16 +221,19 @@ class CRD(Method):
         # RepDistiller: s_dim / t_dim are the widths of feat[-1], the pooled features that enter the classifier
         s_dim = self.probe(self.student).embedding.shape[1]
         t_dim = self.probe(self.teacher).embedding.shape[1]
-        self.head = ContrastHead(s_dim, t_dim, hp["feat_dim"], setup.num_train, hp["nce_t"], hp["nce_m"],
-                                 seed=setup.seed).to(setup.device)
+        self.head = ContrastHead(
+            s_dim, t_dim, hp["feat_dim"], setup.num_train, hp["nce_t"], hp["nce_m"], seed=setup.seed
+        ).to(setup.device)
         self.register_buffer("sample_ids", torch.zeros(0, dtype=torch.long), persistent=False)
         self.layout: ClassLayout | None = None
         self.draws = 0  # seeds each step's draw of contrast rows (plain ints: a deep copy replays them)
 
     def on_training_data(self, stream: BatchStream) -> None:
         if stream.num_samples != self.head.n_data:
-            raise KdbenchError(f"crd's memory bank has {self.head.n_data} rows (Setup.num_train) but the training "
-                               f"stream has {stream.num_samples} samples")
+            raise KdbenchError(
+                f"crd's memory bank has {self.head.n_data} rows (Setup.num_train) but the training "
+                f"stream has {stream.num_samples} samples"
+            )
         # batch.index holds indices into the full training split; bank row r is the r-th smallest of them
         ids, order = stream.index.sort()
         device = self.head.memory_s.device
@@ -235,5 +264,9 @@ class CRD(Method):
         """The memory bank is training-time state but not trained parameters (`extra_params` counts the two
         embeddings only; mdistiller's `get_extra_parameters` adds the bank's buffers): its size is reported here."""
         bank = self.head.bank_values()
-        return {"memory_bank_values": bank, "memory_bank_bytes": bank * self.head.memory_s.element_size(),
-                "nce_z_student": self.head.z_s, "nce_z_teacher": self.head.z_t}
+        return {
+            "memory_bank_values": bank,
+            "memory_bank_bytes": bank * self.head.memory_s.element_size(),
+            "nce_z_student": self.head.z_s,
+            "nce_z_teacher": self.head.z_t,
+        }

@@ -54,14 +54,19 @@ class ModalityStudent(Method):
         if self.hp["modality"] == "profile":
             (length,) = modality_shape("profile", setup.data)
             self.student = ProfileMLP(length, setup.data.num_classes).to(setup.device)
-        self.student_arch = getattr(self.student, "arch", f"configured student ({type(self.student).__name__})")
+        self.student_arch = getattr(
+            self.student, "arch", f"configured student ({type(self.student).__name__})"
+        )
 
     def deployable(self) -> nn.Module:
         return nn.Sequential(self.transform, self.student)
 
     def record_extras(self) -> dict[str, Any]:
-        return {"modality": self.hp["modality"], "student_arch": self.student_arch,
-                "student_input_shape": list(modality_shape(self.hp["modality"], self.setup.data))}
+        return {
+            "modality": self.hp["modality"],
+            "student_arch": self.student_arch,
+            "student_input_shape": list(modality_shape(self.hp["modality"], self.setup.data)),
+        }
 
 
 @register_method
@@ -103,7 +108,9 @@ class CrossModal(ModalityStudent):
             "kd": self.hp["kd_weight"] * kd_loss(out.logits, teacher.logits, self.hp["temperature"]),
         }
         if align:
-            terms["align"] = self.hp["align_weight"] * F.mse_loss(self.projector(out.embedding), teacher.embedding)
+            terms["align"] = self.hp["align_weight"] * F.mse_loss(
+                self.projector(out.embedding), teacher.embedding
+            )
         return terms
 
 

@@ -46,14 +46,20 @@ class DAFLGenerator(nn.Module):
         # nn.BatchNorm2d(c, 0.8) as in the DAFL code: the 0.8 is the eps argument
         self.conv1 = nn.Sequential(nn.Conv2d(128, 128, 3, 1, 1), nn.BatchNorm2d(128, 0.8), nn.LeakyReLU(0.2))
         self.conv2 = nn.Sequential(
-            nn.Conv2d(128, 64, 3, 1, 1), nn.BatchNorm2d(64, 0.8), nn.LeakyReLU(0.2),
-            nn.Conv2d(64, channels, 3, 1, 1), nn.Tanh(), nn.BatchNorm2d(channels, affine=False),
+            nn.Conv2d(128, 64, 3, 1, 1),
+            nn.BatchNorm2d(64, 0.8),
+            nn.LeakyReLU(0.2),
+            nn.Conv2d(64, channels, 3, 1, 1),
+            nn.Tanh(),
+            nn.BatchNorm2d(channels, affine=False),
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
         out = self.bn0(self.l1(z).view(len(z), 128, self.init_size, self.init_size))
         out = self.conv1(F.interpolate(out, scale_factor=2))
-        return self.conv2(F.interpolate(out, size=self.image_size))  # = scale_factor 2 when S is divisible by 4
+        return self.conv2(
+            F.interpolate(out, size=self.image_size)
+        )  # = scale_factor 2 when S is divisible by 4
 
 
 @register_method
@@ -118,8 +124,11 @@ class DAFL(Method):
         return {"kd": kd_loss(self.student(images), teacher_logits, self.hp["temperature"])}
 
     def record_extras(self) -> dict[str, Any]:
-        return {"generator_params": sum(p.numel() for p in self.generator.parameters()),
-                "generated_samples": self.generated, "latent_dim": self.hp["latent_dim"]}
+        return {
+            "generator_params": sum(p.numel() for p in self.generator.parameters()),
+            "generated_samples": self.generated,
+            "latent_dim": self.hp["latent_dim"],
+        }
 
 
 class BNStatistics:
@@ -129,7 +138,9 @@ class BNStatistics:
 
     def __init__(self, model: nn.Module) -> None:
         self.terms: list[torch.Tensor] = []
-        self.handles = [m.register_forward_hook(self._hook) for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+        self.handles = [
+            m.register_forward_hook(self._hook) for m in model.modules() if isinstance(m, nn.BatchNorm2d)
+        ]
 
     def _hook(self, module: nn.BatchNorm2d, inputs: tuple[torch.Tensor, ...], _output: torch.Tensor) -> None:
         x = inputs[0]
@@ -149,8 +160,10 @@ class BNStatistics:
 def total_variation(x: torch.Tensor) -> torch.Tensor:
     """DeepInversion's TV prior: L2 norms of the differences to the right, below and both diagonal neighbours."""
     return (
-        torch.norm(x[:, :, :, :-1] - x[:, :, :, 1:]) + torch.norm(x[:, :, :-1, :] - x[:, :, 1:, :])
-        + torch.norm(x[:, :, 1:, :-1] - x[:, :, :-1, 1:]) + torch.norm(x[:, :, :-1, :-1] - x[:, :, 1:, 1:])
+        torch.norm(x[:, :, :, :-1] - x[:, :, :, 1:])
+        + torch.norm(x[:, :, :-1, :] - x[:, :, 1:, :])
+        + torch.norm(x[:, :, 1:, :-1] - x[:, :, :-1, 1:])
+        + torch.norm(x[:, :, :-1, :-1] - x[:, :, 1:, 1:])
     )
 
 
@@ -182,8 +195,9 @@ class DeepInversion(Method):
     def __init__(self, setup: Setup, **hparams) -> None:
         super().__init__(setup, **hparams)
         info = setup.data
-        self.register_buffer("pool", torch.zeros(0, info.in_chans, info.image_size, info.image_size),
-                             persistent=False)
+        self.register_buffer(
+            "pool", torch.zeros(0, info.in_chans, info.image_size, info.image_size), persistent=False
+        )
         self.register_buffer("order", torch.zeros(0, dtype=torch.long), persistent=False)
         self.cursor = 0
         self.synthesis: dict[str, Any] = {}
@@ -195,18 +209,26 @@ class DeepInversion(Method):
         bn = BNStatistics(self.teacher)
         try:
             with frozen(self.teacher):  # gradients reach the inputs only
-                batches = [self.synthesise(first, bn) for first in range(0, self.pool_size, self.hp["synthesis_batch"])]
+                batches = [
+                    self.synthesise(first, bn)
+                    for first in range(0, self.pool_size, self.hp["synthesis_batch"])
+                ]
         finally:
             bn.close()
         self.pool = torch.cat(batches)
-        self.synthesis.update(synthesis_time_s=time.perf_counter() - start, pool_size=len(self.pool),
-                              synthesis_steps=self.hp["synthesis_steps"])
+        self.synthesis.update(
+            synthesis_time_s=time.perf_counter() - start,
+            pool_size=len(self.pool),
+            synthesis_steps=self.hp["synthesis_steps"],
+        )
 
     def synthesise(self, first: int, bn: BNStatistics) -> torch.Tensor:
         """One batch of the pool, optimised from Gaussian noise (deepinversion_cifar10.py `get_images`)."""
         info, hp, device = self.setup.data, self.hp, self.pool.device
         n = min(hp["synthesis_batch"], self.pool_size - first)
-        targets = torch.arange(first, first + n, device=device) % info.num_classes  # the DI code's columns 0..9
+        targets = (
+            torch.arange(first, first + n, device=device) % info.num_classes
+        )  # the DI code's columns 0..9
         x = torch.randn(n, info.in_chans, info.image_size, info.image_size, device=device, requires_grad=True)
         opt = torch.optim.Adam([x], lr=hp["lr"])
         terms: dict[str, torch.Tensor] = {}
@@ -232,7 +254,9 @@ class DeepInversion(Method):
         self.order = torch.randperm(n, generator=gen).to(self.pool.device)
         # the same crop-and-flip augmentation the real images get, drawn per epoch
         self._offsets = torch.randint(0, 2 * pad + 1, (n, 2), generator=gen).to(self.pool.device)
-        flips = torch.rand(n, generator=gen) < 0.5 if self.setup.data.flip else torch.zeros(n, dtype=torch.bool)
+        flips = (
+            torch.rand(n, generator=gen) < 0.5 if self.setup.data.flip else torch.zeros(n, dtype=torch.bool)
+        )
         self._flips = flips.to(self.pool.device)
         self.cursor = 0
 
@@ -241,7 +265,9 @@ class DeepInversion(Method):
             self.on_epoch_start(self.epoch)
         rows = self.order[(self.cursor + torch.arange(n, device=self.order.device)) % len(self.order)]
         self.cursor += n
-        return random_crop_flip(self.pool[rows], self._offsets[rows], self._flips[rows], self.setup.data.crop_padding)
+        return random_crop_flip(
+            self.pool[rows], self._offsets[rows], self._flips[rows], self.setup.data.crop_padding
+        )
 
     def loss_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
         x = self.pool_batch(len(batch))  # only the batch size is taken from the stream

@@ -40,10 +40,16 @@ class FitNet(Method):
         t = [f.shape for f in self.probe(self.teacher).stages]
         n = min(len(s), len(t))
         if not -n <= stage < n:
-            raise KdbenchError(f"fitnet hint_stage={stage} is out of range for this pair; valid choices: {-n} to {n - 1}")
+            raise KdbenchError(
+                f"fitnet hint_stage={stage} is out of range for this pair; valid choices: {-n} to {n - 1}"
+            )
         if alignment(s[stage], t[stage]) is None:
             works = [i for i in range(-n, 0) if alignment(s[i], t[i])]
-            fix = f"hint_stage {', '.join(map(str, works))} would work" if works else "no hint_stage of this pair does"
+            fix = (
+                f"hint_stage {', '.join(map(str, works))} would work"
+                if works
+                else "no hint_stage of this pair does"
+            )
             raise KdbenchError(
                 f"fitnet cannot align student features {tuple(s[stage][1:])} to teacher features "
                 f"{tuple(t[stage][1:])} at hint_stage={stage}: the regressor needs a student map {ALIGNABLE}; {fix}"

@@ -82,15 +82,25 @@ class InitStageMethod(Method):
         from kdbench.engine import get_recipe
 
         if self._stream is None:
-            raise RuntimeError(f"{self.info.name}'s init stage trains on real batches: the engine must call "
-                               "on_training_data")
+            raise RuntimeError(
+                f"{self.info.name}'s init stage trains on real batches: the engine must call on_training_data"
+            )
         stream, self._stream = self._stream, None
         steps = self.init_steps(len(stream))
         recipe = self.setup.recipe or get_recipe("cpu")
-        opt = torch.optim.SGD(self.init_parameters(), lr=self.hp["init_lr_scale"] * recipe.lr,
-                              momentum=recipe.momentum, weight_decay=recipe.weight_decay, nesterov=recipe.nesterov)
-        batches = itertools.islice(itertools.chain.from_iterable(stream.epoch(e) for e in itertools.count()), steps)
-        last: deque[torch.Tensor] = deque(maxlen=max(len(stream), 1))  # the last epoch's worth, read at the end
+        opt = torch.optim.SGD(
+            self.init_parameters(),
+            lr=self.hp["init_lr_scale"] * recipe.lr,
+            momentum=recipe.momentum,
+            weight_decay=recipe.weight_decay,
+            nesterov=recipe.nesterov,
+        )
+        batches = itertools.islice(
+            itertools.chain.from_iterable(stream.epoch(e) for e in itertools.count()), steps
+        )
+        last: deque[torch.Tensor] = deque(
+            maxlen=max(len(stream), 1)
+        )  # the last epoch's worth, read at the end
         for batch in batches:
             with autocast(self.setup.device.type, self.setup.precision):
                 loss = self.init_loss(batch)
@@ -101,7 +111,10 @@ class InitStageMethod(Method):
         opt.zero_grad(set_to_none=True)
         for module in self.frozen_after_init():
             module.requires_grad_(False).eval()
-        self.init_stats = {"init_steps": steps, "init_loss": float(torch.stack(list(last)).mean()) if last else None}
+        self.init_stats = {
+            "init_steps": steps,
+            "init_loss": float(torch.stack(list(last)).mean()) if last else None,
+        }
 
     def train(self, mode: bool = True) -> InitStageMethod:
         """The engine puts the method in training mode; modules frozen after the init stage stay in evaluation."""
@@ -148,11 +161,15 @@ class FSP(InitStageMethod):
         s, t = stage_shapes(self, skip_stem=False)  # RepDistiller train_student.py: feat[:-1]
         s_c, t_c = [x[1] for x in s], [x[1] for x in t]
         if s_c != t_c:  # RepDistiller FSP.__init__: 'num of channels not equal (error in FSP)'
-            raise KdbenchError(f"fsp needs the same channels in the student's and teacher's stages; this pair has "
-                               f"{s_c} and {t_c}")
+            raise KdbenchError(
+                f"fsp needs the same channels in the student's and teacher's stages; this pair has "
+                f"{s_c} and {t_c}"
+            )
 
     def init_parameters(self) -> list[nn.Parameter]:
-        return self.student_body_parameters()  # RepDistiller: init_trainable_list = [model_s.get_feat_modules()]
+        return (
+            self.student_body_parameters()
+        )  # RepDistiller: init_trainable_list = [model_s.get_feat_modules()]
 
     def fsp(self, batch: Batch, stages: list[torch.Tensor]) -> torch.Tensor:
         s, t = paired(stages, self.teacher_outputs(batch, features=True).stages, skip_stem=False)
@@ -197,7 +214,9 @@ class AB(InitStageMethod):
         example = torch.zeros(2, info.in_chans, info.image_size, info.image_size, device=setup.device)
         # the stages before their last ReLU (RepDistiller's preact=True); a stage's pre-activation has its shape
         self._preacts_s = PreactFeatures(self.student, example)
-        self._preacts_t = PreactFeatures(self.teacher, example)  # a reader, not a submodule: the teacher stays out
+        self._preacts_t = PreactFeatures(
+            self.teacher, example
+        )  # a reader, not a submodule: the teacher stays out
         s, t = stage_shapes(self, skip_stem=True)  # RepDistiller train_student.py: feat[1:-1]
         try:
             self.connectors = nn.ModuleList(ab_connector(a, b) for a, b in zip(s, t, strict=True))
@@ -210,7 +229,9 @@ class AB(InitStageMethod):
         with torch.no_grad():
             _, t = self._preacts_t(x)
         s, t = paired(s, t, skip_stem=True)
-        return out.logits, ab_loss([c(a) for c, a in zip(self.connectors, s, strict=True)], t, self.hp["margin"])
+        return out.logits, ab_loss(
+            [c(a) for c, a in zip(self.connectors, s, strict=True)], t, self.hp["margin"]
+        )
 
     def init_parameters(self) -> list[nn.Parameter]:
         # RepDistiller: init_trainable_list = [connector, model_s.get_feat_modules()]
@@ -226,7 +247,10 @@ class AB(InitStageMethod):
         if self.hp["ab_weight"] == 0:
             return {"ce": self.hp["ce_weight"] * F.cross_entropy(self.student(batch.x), batch.y)}
         logits, ab = self.ab(batch.x)
-        return {"ce": self.hp["ce_weight"] * F.cross_entropy(logits, batch.y), "ab": self.hp["ab_weight"] * ab}
+        return {
+            "ce": self.hp["ce_weight"] * F.cross_entropy(logits, batch.y),
+            "ab": self.hp["ab_weight"] * ab,
+        }
 
 
 @register_method
@@ -259,7 +283,9 @@ class FT(InitStageMethod):
         t = self.probe(self.teacher).stages[-1].shape
         rate = self.hp["paraphrase_rate"]
         if int(t[1] * rate) < 1:
-            raise KdbenchError(f"ft's paraphrase_rate={rate} leaves no factor channels of the teacher's {t[1]}")
+            raise KdbenchError(
+                f"ft's paraphrase_rate={rate} leaves no factor channels of the teacher's {t[1]}"
+            )
         self.paraphraser = Paraphraser(t[1], rate)  # on RepDistiller's feat[-2]: the last stage
         self.translator = translator(s[1], t[1], rate)
 

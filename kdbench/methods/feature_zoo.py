@@ -191,15 +191,20 @@ def paired(student: list[Any], teacher: list[Any], skip_stem: bool) -> tuple[lis
     """RepDistiller's `feat[1:-1]` (skip_stem) or `feat[:-1]` of both networks, as kdbench stages; with unequal
     stage counts, the deepest of each are paired."""
     n = min(len(student), len(teacher)) - int(skip_stem)
-    return student[len(student) - n:], teacher[len(teacher) - n:]
+    return student[len(student) - n :], teacher[len(teacher) - n :]
 
 
 def stage_shapes(method: Method, skip_stem: bool) -> tuple[list[torch.Size], list[torch.Size]]:
     """The paired stage shapes of the method's student and teacher, from a probe; none is an error."""
-    s, t = paired([f.shape for f in method.probe(method.student).stages],
-                  [f.shape for f in method.probe(method.teacher).stages], skip_stem)
+    s, t = paired(
+        [f.shape for f in method.probe(method.student).stages],
+        [f.shape for f in method.probe(method.teacher).stages],
+        skip_stem,
+    )
     if not s:
-        raise KdbenchError(f"{method.info.name} needs intermediate stages in both networks; this pair has none")
+        raise KdbenchError(
+            f"{method.info.name} needs intermediate stages in both networks; this pair has none"
+        )
     return s, t
 
 
@@ -232,7 +237,8 @@ class VID(Method):
         s, t = stage_shapes(self, skip_stem=True)  # RepDistiller train_student.py: feat[1:-1]
         # RepDistiller train_student.py: VIDLoss(s, t, t), mid channels = the teacher's
         self.regressors = nn.ModuleList(
-            VIDRegressor(a[1], b[1], b[1], self.hp["init_pred_var"], self.hp["eps"]) for a, b in zip(s, t, strict=True)
+            VIDRegressor(a[1], b[1], b[1], self.hp["init_pred_var"], self.hp["eps"])
+            for a, b in zip(s, t, strict=True)
         )
 
     def loss_terms(self, batch: Batch) -> dict[str, torch.Tensor]:

@@ -46,8 +46,13 @@ class IRG(Method):
         student_layers = [*out.stages[-2:], out.embedding]
         teacher_layers = [*teacher.stages[-2:], teacher.embedding]
         irg = irg_loss(
-            student_layers, teacher_layers, out.logits, teacher.logits,
-            self.hp["vertex_weight"], self.hp["edge_weight"], self.hp["transform_weight"],
+            student_layers,
+            teacher_layers,
+            out.logits,
+            teacher.logits,
+            self.hp["vertex_weight"],
+            self.hp["edge_weight"],
+            self.hp["transform_weight"],
         )
         return {
             "ce": self.hp["ce_weight"] * F.cross_entropy(out.logits, batch.y),

@@ -44,7 +44,10 @@ def lifelong_summary(task_accuracy: list[list[float]]) -> dict[str, float | None
     """`avg_accuracy`: mean accuracy over all tasks after the last one (equals the accuracy on all classes
     when tasks have equally many test samples); `avg_forgetting`: see `forgetting`."""
     last = task_accuracy[-1] if task_accuracy else []
-    return {"avg_accuracy": sum(last) / len(last) if last else None, "avg_forgetting": forgetting(task_accuracy)}
+    return {
+        "avg_accuracy": sum(last) / len(last) if last else None,
+        "avg_forgetting": forgetting(task_accuracy),
+    }
 
 
 class ClassIncremental(Method):
@@ -121,14 +124,18 @@ class LwF(ClassIncremental):
         self.old_classes = sorted(c for task in tasks[:task_index] for c in task)
         if self.hp["ewc_weight"] > 0 and self._stream is not None:
             done = tasks[task_index - 1]
-            stream = self._stream.subset(torch.isin(self._stream.labels, torch.tensor(done, device=self._stream.device)))
+            stream = self._stream.subset(
+                torch.isin(self._stream.labels, torch.tensor(done, device=self._stream.device))
+            )
             anchor = {n: p.detach().clone() for n, p in self.student.named_parameters() if p.requires_grad}
             self.anchors.append((diagonal_fisher(self.student, stream), anchor))
 
     def ewc_penalty(self) -> torch.Tensor:
         params = dict(self.student.named_parameters())
         return sum(
-            (fisher[n] * (params[n] - anchor[n]).pow(2)).sum() for fisher, anchor in self.anchors for n in fisher
+            (fisher[n] * (params[n] - anchor[n]).pow(2)).sum()
+            for fisher, anchor in self.anchors
+            for n in fisher
         )
 
     def loss_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
@@ -138,7 +145,9 @@ class LwF(ClassIncremental):
             with torch.no_grad():
                 old = self._previous[0](batch.x)
             cols = torch.tensor(self.old_classes, device=logits.device)
-            terms["lwf"] = self.hp["lwf_weight"] * kd_loss(logits[:, cols], old[:, cols], self.hp["temperature"])
+            terms["lwf"] = self.hp["lwf_weight"] * kd_loss(
+                logits[:, cols], old[:, cols], self.hp["temperature"]
+            )
         if self.anchors:
             terms["ewc"] = self.hp["ewc_weight"] / 2 * self.ewc_penalty()
         return terms

@@ -94,7 +94,9 @@ class GlobalTemperature(nn.Module):
         self.raw = nn.Parameter(torch.full((1,), init))
 
     def forward(self, strength: float) -> torch.Tensor:
-        return self.t_start + self.t_end * torch.sigmoid(_GradientReversal.apply(self.raw, strength)).squeeze(0)
+        return self.t_start + self.t_end * torch.sigmoid(_GradientReversal.apply(self.raw, strength)).squeeze(
+            0
+        )
 
 
 @register_method

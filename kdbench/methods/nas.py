@@ -158,7 +158,9 @@ class NAS(KD):
         built = {c: c.build(info.num_classes, info.in_chans).to(device) for c in self.in_budget}
         if self.hp["pick"] == "search":
             if not self._batches:
-                raise RuntimeError("nas scores candidates on real batches: the engine must call on_training_data")
+                raise RuntimeError(
+                    "nas scores candidates on real batches: the engine must call on_training_data"
+                )
             self.scores = {c: diswot_score(self.teacher, model, self._batches) for c, model in built.items()}
             self.chosen = max(self.in_budget, key=self.scores.__getitem__)
         else:
@@ -176,8 +178,14 @@ class NAS(KD):
             "pick": self.hp["pick"],
             "search_time_s": self.search_time_s,
             "candidates": [
-                {"arch": c.name, "depth": c.depth, "width": c.width, "params": self.param_counts[c],
-                 "in_budget": c in self.in_budget, "score": self.scores.get(c)}
+                {
+                    "arch": c.name,
+                    "depth": c.depth,
+                    "width": c.width,
+                    "params": self.param_counts[c],
+                    "in_budget": c in self.in_budget,
+                    "score": self.scores.get(c),
+                }
                 for c in SEARCH_SPACE
             ],
         }

@@ -74,7 +74,9 @@ def ofd_partial_l2(source: torch.Tensor, target: torch.Tensor, margin: torch.Ten
     return (source - target).pow(2) * keep.to(source.dtype)
 
 
-def ofd_loss(sources: list[torch.Tensor], targets: list[torch.Tensor], margins: list[torch.Tensor]) -> torch.Tensor:
+def ofd_loss(
+    sources: list[torch.Tensor], targets: list[torch.Tensor], margins: list[torch.Tensor]
+) -> torch.Tensor:
     """OFD over stages as mdistiller's `ofd_loss` reduces it: each teacher map is average-pooled to its connected
     student map's size; per stage the partial L2 summed over channels and positions and averaged over the batch;
     stage i of n weighted 1 / 2^(n - 1 - i); summed. (The 1/1000 is the method's `ofd_weight`.)"""
@@ -114,7 +116,9 @@ def _evaluating(model: nn.Module) -> Iterator[None]:
         model.train(was_training)
 
 
-def _relu_feeders(model: nn.Module, relus: list[nn.Module], example: torch.Tensor) -> dict[nn.Module, nn.Module]:
+def _relu_feeders(
+    model: nn.Module, relus: list[nn.Module], example: torch.Tensor
+) -> dict[nn.Module, nn.Module]:
     """For each ReLU module in `relus`, the batch norm whose output tensor is that ReLU's very input on a probe
     forward pass (evaluation mode, training mode restored after); a ReLU fed by anything else is left out."""
     made: list[tuple[nn.Module, torch.Tensor]] = []
@@ -154,8 +158,11 @@ def batchnorms_before_relu(model: nn.Module, example: torch.Tensor) -> list[nn.M
     - anything else (ShuffleNetV2's units, a ReLU fed by a new tensor): None, as the references have no
       `get_bn_before_relu` for ShuffleNets."""
     taps = find_preact_taps(model, example)
-    relus = [tap.reads[0].module for tap in taps
-             if len(tap.reads) == 1 and tap.reads[0].what == "input" and isinstance(tap.reads[0].module, nn.ReLU)]
+    relus = [
+        tap.reads[0].module
+        for tap in taps
+        if len(tap.reads) == 1 and tap.reads[0].what == "input" and isinstance(tap.reads[0].module, nn.ReLU)
+    ]
     feeders = _relu_feeders(model, relus, example) if relus else {}
     found: list[nn.Module | None] = []
     for tap, stage in zip(taps, feature_modules(model), strict=True):
@@ -197,20 +204,26 @@ class OFD(Method):
         example = probe_input(setup)
         # the stages before their last ReLU (mdistiller's preact_feats); a stage's pre-activation has its shape
         self._preacts_s = PreactFeatures(self.student, example)
-        self._preacts_t = PreactFeatures(self.teacher, example)  # a reader, not a submodule: the teacher stays out
+        self._preacts_t = PreactFeatures(
+            self.teacher, example
+        )  # a reader, not a submodule: the teacher stays out
         s, t = stage_shapes(self, skip_stem=True)  # mdistiller: get_stage_channels()[1:], preact_feats[1:]
         student_names = stage_names(self.student)
         names = paired(student_names, stage_names(self.teacher), skip_stem=True)[1]
         bns = paired(student_names, batchnorms_before_relu(self.teacher, example), skip_stem=True)[1]
         for name, bn in zip(names, bns, strict=True):
             if bn is None:
-                raise KdbenchError(f"ofd needs the batch norm before the last ReLU of the teacher's stage {name!r} "
-                                   f"of {type(self.teacher).__name__}, and no one batch norm feeds it: kdbench finds "
-                                   "them in ResNet, WRN, VGG, MobileNetV2 and ShuffleNetV1 teachers")
+                raise KdbenchError(
+                    f"ofd needs the batch norm before the last ReLU of the teacher's stage {name!r} "
+                    f"of {type(self.teacher).__name__}, and no one batch norm feeds it: kdbench finds "
+                    "them in ResNet, WRN, VGG, MobileNetV2 and ShuffleNetV1 teachers"
+                )
         self.connectors = nn.ModuleList(ofd_connector(a[1], b[1]) for a, b in zip(s, t, strict=True))
         # fixed from the teacher's trained batch norms (mdistiller init_ofd_modules); buffers, so they move with it
         for i, bn in enumerate(bns):
-            self.register_buffer(f"margin{i}", ofd_margin(bn.weight, bn.bias).view(1, -1, 1, 1), persistent=False)
+            self.register_buffer(
+                f"margin{i}", ofd_margin(bn.weight, bn.bias).view(1, -1, 1, 1), persistent=False
+            )
 
     def margins(self) -> list[torch.Tensor]:
         return [getattr(self, f"margin{i}") for i in range(len(self.connectors))]

@@ -65,7 +65,8 @@ class DML(Method):
         # so one backward of the sum updates every peer on its own loss (a simultaneous version of the
         # paper's alternating per-peer updates within a mini-batch)
         kl = sum(
-            sum(kd_loss(logits[i], logits[j].detach(), t) for j in range(k) if j != i) / (k - 1) for i in range(k)
+            sum(kd_loss(logits[i], logits[j].detach(), t) for j in range(k) if j != i) / (k - 1)
+            for i in range(k)
         )
         return {"ce": ce, "kl": self.hp["kl_weight"] * kl}
 

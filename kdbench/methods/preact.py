@@ -115,16 +115,27 @@ def _block_tap(stage: nn.Module) -> PreactTap | None:
     """kdbench's blocks whose last ReLU is functional: rebuild its input from the hooked parts."""
     block = _last_block(stage)
     if isinstance(block, BasicBlock):
-        return PreactTap("resnet block: bn2 + shortcut", (Read(block.bn2, "output"), Read(block.shortcut, "output")),
-                         _sum, True)
+        return PreactTap(
+            "resnet block: bn2 + shortcut",
+            (Read(block.bn2, "output"), Read(block.shortcut, "output")),
+            _sum,
+            True,
+        )
     if isinstance(block, ShuffleV1Unit):
         join = _concat if block.stride == 2 else _sum
-        return PreactTap("shufflenetv1 unit: bn3 and shortcut", (Read(block.bn3, "output"),
-                                                                  Read(block.shortcut, "output")), join, True)
+        return PreactTap(
+            "shufflenetv1 unit: bn3 and shortcut",
+            (Read(block.bn3, "output"), Read(block.shortcut, "output")),
+            join,
+            True,
+        )
     if isinstance(block, ShuffleV2Unit):
-        return PreactTap("shufflenetv2 unit: kept half and branch before its ReLU",
-                         (Read(block, "input"), Read(block.branch[-1], "input")),
-                         functools.partial(_shuffle_join, block.shuffle.groups), True)
+        return PreactTap(
+            "shufflenetv2 unit: kept half and branch before its ReLU",
+            (Read(block, "input"), Read(block.branch[-1], "input")),
+            functools.partial(_shuffle_join, block.shuffle.groups),
+            True,
+        )
     return None
 
 
@@ -141,8 +152,11 @@ class _Probe:
 def _probe(model: nn.Module, stages: list[nn.Module], example: torch.Tensor) -> _Probe:
     relus = [m for m in model.modules() if isinstance(m, nn.ReLU)]
     blocks = [m for m in model.modules() if isinstance(m, PreActBlock)]
-    reads = ([Read(s, "output") for s in stages] + [Read(m, "output") for m in relus]
-             + [Read(b, "input") for b in blocks])
+    reads = (
+        [Read(s, "output") for s in stages]
+        + [Read(m, "output") for m in relus]
+        + [Read(b, "input") for b in blocks]
+    )
     was_training = model.training
     model.eval()
     try:
@@ -153,8 +167,8 @@ def _probe(model: nn.Module, stages: list[nn.Module], example: torch.Tensor) -> 
     n, r = len(stages), len(relus)
     return _Probe(
         stages=slots[:n],
-        relu_outputs=[(m, out) for m, out in zip(relus, slots[n:n + r], strict=True) if out is not None],
-        preact_inputs=[(b, x) for b, x in zip(blocks, slots[n + r:], strict=True) if x is not None],
+        relu_outputs=[(m, out) for m, out in zip(relus, slots[n : n + r], strict=True) if out is not None],
+        preact_inputs=[(b, x) for b, x in zip(blocks, slots[n + r :], strict=True) if x is not None],
     )
 
 
@@ -210,8 +224,10 @@ def _check(model: nn.Module, taps: list[PreactTap], names: list[str], example: t
         model.train(was_training)
     for stage_name, tap, s, p in zip(names, taps, out.stages, pre, strict=True):
         if tap.rectified and not torch.allclose(F.relu(p), s, rtol=1e-5, atol=1e-6):
-            raise KdbenchError(f"the pre-activation found for stage {stage_name!r} of {type(model).__name__} "
-                               f"({tap.rule}) does not rectify to the stage's output")
+            raise KdbenchError(
+                f"the pre-activation found for stage {stage_name!r} of {type(model).__name__} "
+                f"({tap.rule}) does not rectify to the stage's output"
+            )
 
 
 def read_preacts(
@@ -223,9 +239,11 @@ def read_preacts(
         out = forward_with_features(model, x, stages=stages, embedding=False)
     preacts, k = [], 0
     for tap in taps:
-        parts = slots[k:k + len(tap.reads)]
+        parts = slots[k : k + len(tap.reads)]
         if any(p is None for p in parts):
-            raise RuntimeError(f"a pre-activation hook ({tap.rule}) did not run in {type(model).__name__}'s forward")
+            raise RuntimeError(
+                f"a pre-activation hook ({tap.rule}) did not run in {type(model).__name__}'s forward"
+            )
         preacts.append(tap.combine(parts))
         k += len(tap.reads)
     return out, preacts

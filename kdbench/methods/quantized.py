@@ -56,12 +56,19 @@ def low_bit_qconfig(bits: int) -> QConfig:
     """Fake quantization to 2^bits levels: per-channel symmetric weights, per-tensor affine activations, with the
     moving-average min/max observers of torch's default QAT recipe."""
     activation = FusedMovingAvgObsFakeQuantize.with_args(
-        observer=MovingAverageMinMaxObserver, quant_min=0, quant_max=2**bits - 1, dtype=torch.quint8,
+        observer=MovingAverageMinMaxObserver,
+        quant_min=0,
+        quant_max=2**bits - 1,
+        dtype=torch.quint8,
         qscheme=torch.per_tensor_affine,
     )
     weight = FusedMovingAvgObsFakeQuantize.with_args(
-        observer=MovingAveragePerChannelMinMaxObserver, quant_min=-(2 ** (bits - 1)), quant_max=2 ** (bits - 1) - 1,
-        dtype=torch.qint8, qscheme=torch.per_channel_symmetric, ch_axis=0,
+        observer=MovingAveragePerChannelMinMaxObserver,
+        quant_min=-(2 ** (bits - 1)),
+        quant_max=2 ** (bits - 1) - 1,
+        dtype=torch.qint8,
+        qscheme=torch.per_channel_symmetric,
+        ch_axis=0,
     )
     return QConfig(activation=activation, weight=weight)
 
@@ -76,8 +83,11 @@ def _first_conv_and_classifier(model: nn.Module, example: torch.Tensor) -> tuple
     linear layer), found by a forward pass with hooks that leaves batch-norm statistics untouched."""
     names = {m: n for n, m in model.named_modules()}
     order: list[str] = []
-    hooks = [m.register_forward_pre_hook(lambda mod, _inp: order.append(names[mod]))
-             for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    hooks = [
+        m.register_forward_pre_hook(lambda mod, _inp: order.append(names[mod]))
+        for m in model.modules()
+        if isinstance(m, (nn.Conv2d, nn.Linear))
+    ]
     was_training = model.training
     model.eval()
     try:
@@ -135,7 +145,9 @@ class _QuantizedStudent(Method):
 
     def student_logits(self, x: torch.Tensor) -> torch.Tensor:
         self._deployed.clear()  # a training step follows: the converted model goes stale
-        with torch.autocast(x.device.type, enabled=False):  # fake quantization has no bf16 kernels: fp32 always
+        with torch.autocast(
+            x.device.type, enabled=False
+        ):  # fake quantization has no bf16 kernels: fp32 always
             return self.student(x.float())
 
     # ---- what is deployed ------------------------------------------------------------------------------------
@@ -172,7 +184,9 @@ class _QuantizedStudent(Method):
         return sum(p.numel() for p in self.parameters() if id(p) not in deployed)
 
     def quantized_modules(self) -> list[nn.Module]:
-        return [m for m in self.student.modules() if isinstance(getattr(m, "weight_fake_quant", None), nn.Module)]
+        return [
+            m for m in self.student.modules() if isinstance(getattr(m, "weight_fake_quant", None), nn.Module)
+        ]
 
     def deployable_size_bytes(self) -> int:
         total, covered, weight_fqs = 0, set(), set()
@@ -180,13 +194,17 @@ class _QuantizedStudent(Method):
             fq, weight = m.weight_fake_quant, m.weight
             per_channel = fq.qscheme in (torch.per_channel_symmetric, torch.per_channel_affine)
             total += math.ceil(weight.numel() * fake_quant_bits(fq) / 8)  # packed weights
-            total += (weight.shape[fq.ch_axis] if per_channel else 1) * (4 + 1)  # float32 scale + 8-bit zero point
+            total += (weight.shape[fq.ch_axis] if per_channel else 1) * (
+                4 + 1
+            )  # float32 scale + 8-bit zero point
             if m.bias is not None or getattr(m, "bn", None) is not None:
                 total += weight.shape[0] * 4  # float32 bias, folded from batch norm where there is one
             covered |= {id(p) for p in m.parameters()}
             weight_fqs.add(id(fq))
         total += sum(4 * p.numel() for p in self.student.parameters() if id(p) not in covered)
-        activations = [m for m in self.student.modules() if isinstance(m, FakeQuantizeBase) and id(m) not in weight_fqs]
+        activations = [
+            m for m in self.student.modules() if isinstance(m, FakeQuantizeBase) and id(m) not in weight_fqs
+        ]
         return total + 5 * len(activations)  # float32 scale + 8-bit zero point per quantized activation
 
     def record_extras(self) -> dict[str, Any]:

@@ -52,7 +52,9 @@ def hcl_loss(students: list[torch.Tensor], teachers: list[torch.Tensor]) -> torc
             if level >= fs.shape[2]:
                 continue
             weight /= 2
-            loss = loss + weight * F.mse_loss(F.adaptive_avg_pool2d(fs, level), F.adaptive_avg_pool2d(ft, level))
+            loss = loss + weight * F.mse_loss(
+                F.adaptive_avg_pool2d(fs, level), F.adaptive_avg_pool2d(ft, level)
+            )
             weights += weight
         total = total + loss / weights
     return total
@@ -100,8 +102,10 @@ class ReviewFusion(nn.Module):
     def __init__(self, in_channels: list[int], out_channels: list[int], mid_channels: int) -> None:
         super().__init__()
         n = len(in_channels)
-        self.abfs = nn.ModuleList(ABF(c_in, mid_channels, c_out, fuse=i < n - 1)
-                                  for i, (c_in, c_out) in enumerate(zip(in_channels, out_channels, strict=True)))
+        self.abfs = nn.ModuleList(
+            ABF(c_in, mid_channels, c_out, fuse=i < n - 1)
+            for i, (c_in, c_out) in enumerate(zip(in_channels, out_channels, strict=True))
+        )
 
     def forward(self, features: list[torch.Tensor], out_sizes: list[tuple[int, int]]) -> list[torch.Tensor]:
         """The student's levels, shallow to deep, to one map per level at the teacher's channels and sizes."""
@@ -157,15 +161,21 @@ class ReviewKD(Method):
 
     def __init__(self, setup: Setup, **hparams: Any) -> None:
         super().__init__(setup, **hparams)
-        self._preacts_t = PreactFeatures(self.teacher, probe_input(setup))  # a reader, not a submodule: the teacher stays out
+        self._preacts_t = PreactFeatures(
+            self.teacher, probe_input(setup)
+        )  # a reader, not a submodule: the teacher stays out
         s_out, t_out = self.probe(self.student), self.probe(self.teacher)
         s, t = paired(s_out.stages, t_out.stages, skip_stem=True)  # mdistiller: feats[1:] / preact_feats[1:]
         if not s or any(f.dim() != 4 for f in (*s, *t)):
-            raise KdbenchError("reviewkd needs intermediate (N, C, H, W) stages in both networks; this pair has none")
+            raise KdbenchError(
+                "reviewkd needs intermediate (N, C, H, W) stages in both networks; this pair has none"
+            )
         in_channels = [f.shape[1] for f in s] + [s_out.embedding.shape[1]]
         out_channels = [f.shape[1] for f in t] + [t_out.embedding.shape[1]]
         # mdistiller / authors: mid_channel = min(512, in_channels[-1]), the student's pooled embedding channels
-        self.fusion = ReviewFusion(in_channels, out_channels, min(int(self.hp["max_mid_channel"]), in_channels[-1]))
+        self.fusion = ReviewFusion(
+            in_channels, out_channels, min(int(self.hp["max_mid_channel"]), in_channels[-1])
+        )
 
     def warmup_factor(self) -> float:
         """mdistiller's `min(epoch / WARMUP_EPOCHS, 1)`, its epochs counted from 1 (ours from 0, hence + 1), the

@@ -22,9 +22,15 @@ class BranchHead(nn.Module):
         super().__init__()
         middle = max(cout // 4, 1)
         self.bottleneck = nn.Sequential(
-            nn.Conv2d(cin, middle, 1), nn.BatchNorm2d(middle), nn.ReLU(),
-            nn.Conv2d(middle, middle, kernel, stride=kernel), nn.BatchNorm2d(middle), nn.ReLU(),
-            nn.Conv2d(middle, cout, 1), nn.BatchNorm2d(cout), nn.ReLU(),
+            nn.Conv2d(cin, middle, 1),
+            nn.BatchNorm2d(middle),
+            nn.ReLU(),
+            nn.Conv2d(middle, middle, kernel, stride=kernel),
+            nn.BatchNorm2d(middle),
+            nn.ReLU(),
+            nn.Conv2d(middle, cout, 1),
+            nn.BatchNorm2d(cout),
+            nn.ReLU(),
         )
         self.pool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(cout, num_classes)
@@ -66,8 +72,12 @@ class BYOT(Method):
         # heads on the sections below the deepest: timm's first feature_info entry is the stem, not a section
         self.head_stages = list(range(1 if len(out.stages) > 2 else 0, len(out.stages) - 1))
         self.heads = nn.ModuleList(
-            BranchHead(out.stages[i].shape[1], width, max(out.stages[i].shape[2] // deepest.shape[2], 1),
-                       setup.data.num_classes)
+            BranchHead(
+                out.stages[i].shape[1],
+                width,
+                max(out.stages[i].shape[2] // deepest.shape[2], 1),
+                setup.data.num_classes,
+            )
             for i in self.head_stages
         )
 
@@ -124,7 +134,9 @@ class PSKD(Method):
 
     def loss_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
         if not len(self.sample_ids):
-            raise RuntimeError("pskd keeps per-sample predictions: the engine must call on_training_data first")
+            raise RuntimeError(
+                "pskd keeps per-sample predictions: the engine must call on_training_data first"
+            )
         rows = torch.searchsorted(self.sample_ids, batch.index)
         logits = self.student(batch.x)
         one_hot = F.one_hot(batch.y, logits.shape[1]).float()

@@ -61,15 +61,25 @@ class TAKD(KD):
         from kdbench.engine import fit, get_recipe
 
         if self._stream is None:
-            raise RuntimeError("takd trains its assistant on real batches: the engine must call on_training_data")
+            raise RuntimeError(
+                "takd trains its assistant on real batches: the engine must call on_training_data"
+            )
         epochs = self.hp["assistant_epochs"] or self.setup.epochs
         kd_hp = {k: self.hp[k] for k in KD.defaults}
         assistant_setup = dataclasses.replace(self.setup, student=self.assistant, epochs=epochs)
-        stats = fit(KD(assistant_setup, **kd_hp), self._stream, self.setup.recipe or get_recipe("cpu"), epochs,
-                    progress=False)
+        stats = fit(
+            KD(assistant_setup, **kd_hp),
+            self._stream,
+            self.setup.recipe or get_recipe("cpu"),
+            epochs,
+            progress=False,
+        )
         self.assistant.requires_grad_(False).eval()  # frozen: out of the student's optimiser, no BN updates
-        self.assistant_stats = {"assistant_train_time_s": stats.wall_time_s, "assistant_epochs": epochs,
-                                "assistant_final_losses": stats.epoch_losses[-1] if stats.epoch_losses else {}}
+        self.assistant_stats = {
+            "assistant_train_time_s": stats.wall_time_s,
+            "assistant_epochs": epochs,
+            "assistant_final_losses": stats.epoch_losses[-1] if stats.epoch_losses else {},
+        }
         self._stream = None
 
     def train(self, mode: bool = True) -> TAKD:
@@ -89,5 +99,8 @@ class TAKD(KD):
         }
 
     def record_extras(self) -> dict[str, Any]:
-        return {"assistant": self.hp["assistant"],
-                "assistant_params": sum(p.numel() for p in self.assistant.parameters()), **self.assistant_stats}
+        return {
+            "assistant": self.hp["assistant"],
+            "assistant_params": sum(p.numel() for p in self.assistant.parameters()),
+            **self.assistant_stats,
+        }

@@ -36,7 +36,9 @@ def feature_modules(model: nn.Module) -> list[nn.Module]:
     return [model.get_submodule(e["module"]) for e in entries]
 
 
-def forward_with_features(model: nn.Module, x: torch.Tensor, stages: bool = True, embedding: bool = True) -> Outputs:
+def forward_with_features(
+    model: nn.Module, x: torch.Tensor, stages: bool = True, embedding: bool = True
+) -> Outputs:
     """Run `model(x)` once, capturing stage outputs and the classifier's input with temporary hooks."""
     captured: list[torch.Tensor] = []
     emb: list[torch.Tensor] = []

@@ -22,7 +22,9 @@ def register(family: str) -> Callable[[Callable[..., nn.Module]], Callable[..., 
         name = builder.__name__
 
         @functools.wraps(builder)
-        def entry(pretrained: bool = False, pretrained_cfg=None, pretrained_cfg_overlay=None, cache_dir=None, **kw):
+        def entry(
+            pretrained: bool = False, pretrained_cfg=None, pretrained_cfg_overlay=None, cache_dir=None, **kw
+        ):
             if pretrained:
                 raise KdbenchError(f"{name} has no pretrained weights; kdbench trains its teachers itself")
             return builder(**kw)
@@ -53,8 +55,9 @@ def create_model(name: str, num_classes: int, in_chans: int) -> nn.Module:
     if cfg is None or not cfg.fixed_input_size:
         return timm.create_model(name, num_classes=num_classes, in_chans=in_chans)
     try:
-        return timm.create_model(name, num_classes=num_classes, in_chans=in_chans, dynamic_img_size=True,
-                                 dynamic_img_pad=True)
+        return timm.create_model(
+            name, num_classes=num_classes, in_chans=in_chans, dynamic_img_size=True, dynamic_img_pad=True
+        )
     except TypeError:
         size = "x".join(str(n) for n in cfg.input_size[1:])
         raise KdbenchError(

@@ -26,7 +26,9 @@ class BasicBlock(nn.Module):
 
 
 class CifarResNet(CifarNet):
-    def __init__(self, depth: int, widths: tuple[int, int, int, int], num_classes: int = 10, in_chans: int = 3):
+    def __init__(
+        self, depth: int, widths: tuple[int, int, int, int], num_classes: int = 10, in_chans: int = 3
+    ):
         if (depth - 2) % 6:
             raise ValueError(f"CIFAR ResNet depth must be 6n+2, got {depth}")
         super().__init__(widths[3], num_classes)
