@@ -16,20 +16,13 @@ errors are in tables/failed.md; `--retry-failed` runs them again), 2 for bad inp
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
 import os
 import platform
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import nbformat
-import papermill
-from tqdm.auto import tqdm
-from traitlets.config import Config
 
 from kdbench import env, grid, profiles, runner, tables
 from kdbench.cli import (
@@ -44,97 +37,8 @@ from kdbench.cli import (
 )
 from kdbench.errors import KdbenchError
 from kdbench.executor import EXECUTORS, resolve_executor
+from kdbench.notebooks import EXPERIMENT_NOTEBOOKS, portable, run_notebooks
 from kdbench.results import atomic_write_text
-
-HERE = Path(__file__).resolve().parent
-GRID_NOTEBOOK = "01_run_grid"
-NOTEBOOKS = [GRID_NOTEBOOK, "02_catalogue", "03_table4", "04_beyond_compression", "05_figures"]
-CLAIMS_NOTEBOOK = "06_claims"
-# experiments (profiles.EXPERIMENTS) with a notebook of their own instead of the grid's, by their cells' source
-EXPERIMENT_NOTEBOOKS = {"kdbench.claims:all_cells": [CLAIMS_NOTEBOOK]}
-JOB_NOTEBOOKS = {GRID_NOTEBOOK, CLAIMS_NOTEBOOK}  # the notebooks that run jobs, so take an executor
-# the kernels' settings while run_all executes notebooks: no progress bars in the saved outputs (the terminal
-# has them), and the kernel's sockets as local files rather than TCP, which ipykernel warns about on every start
-KERNEL_ENV = {"TQDM_DISABLE": "1"}
-KERNEL_CONFIG = Config({"KernelManager": {"transport": "ipc"}})
-
-
-def notebooks_for(profile: str) -> list[str]:
-    """The grid's notebooks, or an experiment's own (found by its cell source, so a YAML copy gets them too)."""
-    return EXPERIMENT_NOTEBOOKS.get(profiles.get_profile(profile).cells_from, NOTEBOOKS)
-
-
-def portable(path: str | Path) -> str:
-    """A path as the executed notebooks show it: relative to the checkout when inside it, so the committed
-    notebooks name no machine's folders."""
-    path = Path(path).resolve()
-    return str(path.relative_to(HERE)) if path.is_relative_to(HERE) else str(path)
-
-
-@contextlib.contextmanager
-def kernel_env() -> Iterator[None]:
-    """KERNEL_ENV in the environment the kernels inherit, restored afterwards."""
-    before = {k: os.environ.get(k) for k in KERNEL_ENV}
-    os.environ.update(KERNEL_ENV)
-    try:
-        yield
-    finally:
-        for key, value in before.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-
-
-def execute(name: str, out_dir: Path, params: dict[str, Any]) -> Path:
-    """Execute notebooks/<name>.ipynb into out_dir with the checkout as its working directory. A half-executed
-    copy never appears under the final name, and the paths papermill records are made relative."""
-    final = out_dir / f"{name}.ipynb"
-    partial = out_dir / f".{name}.partial.ipynb"
-    try:
-        with kernel_env():
-            papermill.execute_notebook(
-                str(HERE / "notebooks" / f"{name}.ipynb"),
-                str(partial),
-                parameters=params,
-                kernel_name="python3",
-                cwd=str(HERE),
-                progress_bar=False,
-                config=KERNEL_CONFIG,
-            )
-        nb = nbformat.read(partial, as_version=4)
-        nb.metadata.papermill.update(input_path=f"notebooks/{name}.ipynb", output_path=portable(final))
-        nbformat.write(nb, partial)
-    except BaseException:
-        partial.unlink(missing_ok=True)
-        raise
-    os.replace(partial, final)
-    return final
-
-
-def run_notebooks(
-    profile: str,
-    device: str,
-    results_dir: Path,
-    workers: int | None,
-    executor: str,
-    ran: dict[str, Any] | None = None,
-) -> None:
-    """Every notebook of the profile; `ran`: what run_job did, for the grid notebook to record."""
-    out_dir = results_dir / "notebooks"
-    out_dir.mkdir(parents=True, exist_ok=True)
-    common = {
-        "profile": portable(profile) if profile.endswith((".yaml", ".yml")) else profile,
-        "device": device,
-        "results_dir": portable(results_dir),
-        "workers": workers,
-    }
-    for name in tqdm(notebooks_for(profile), desc=f"notebooks ({Path(profile).stem})"):
-        # only the notebooks that run jobs have an executor in their parameter cell
-        params = {**common, "executor": executor} if name in JOB_NOTEBOOKS else common
-        if name == GRID_NOTEBOOK:
-            params["ran"] = ran
-        execute(name, out_dir, params)
 
 
 def run_job(

@@ -290,6 +290,18 @@ def _teachers_ship(args: argparse.Namespace) -> int:
     return 0
 
 
+def _report(args: argparse.Namespace) -> int:
+    from kdbench.grid import results_dir_for
+    from kdbench.notebooks import portable, report
+    from kdbench.profiles import get_profile
+
+    profile = args.grid or args.profile
+    results_dir = results_dir_for(get_profile(profile).name, args.results_dir).resolve()
+    path = report(profile, results_dir)
+    print(f"tables, figures and {portable(path)} rebuilt from {portable(results_dir / 'records')}")
+    return 0
+
+
 def _readme(args: argparse.Namespace) -> int:
     from kdbench import readme
 
@@ -580,6 +592,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_teachers_import(actions)
     _add_teachers_ship(actions)
+
+    p = sub.add_parser(
+        "report",
+        help="rebuild a results folder's tables, figures and report.html (its executed notebooks on one page) "
+        "from its records, without training",
+    )
+    _add_profile(p, "whose results to report")
+    p.add_argument("--results-dir", metavar="DIR", help="the results folder (default: the profile's)")
+    p.set_defaults(func=_report)
 
     p = sub.add_parser("readme", help="regenerate README.md's method, profile and Table 4 sections")
     p.add_argument(

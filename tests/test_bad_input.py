@@ -69,7 +69,7 @@ def cli_error(argv: list[str], folders: tuple[Path, Path], capsys) -> str:
     [
         (
             ["run", "--method", "nope", "--student", STUDENT],
-            "unknown method 'nope'; valid choices: adversarial, at, ",
+            "unknown method 'nope'; valid choices: ab, adversarial, at, ",
         ),
         ([*KD[:4], "nope", *KD[5:]], "unknown model 'nope'; valid choices: cifar_mobilenetv2, "),
         ([*KD[:6], "nope"], "unknown model 'nope'; valid choices: cifar_mobilenetv2, "),
@@ -129,7 +129,7 @@ def test_cuda_without_a_gpu(folders, capsys):
         ("seeds: [0]", "seeds: [0.5]", "field 'seeds' must be a list of int, got [0.5]"),
         ("train_subset: 64", "train_subset: all", "field 'train_subset' must be int or null, got 'all'"),
         ("methods: [kd]", "methods: kd", "field 'methods' must be a list of str or null, got 'kd'"),
-        ("methods: [kd]", "methods: [kdd]", "unknown method 'kdd'; valid choices: adversarial, "),
+        ("methods: [kd]", "methods: [kdd]", "unknown method 'kdd'; valid choices: ab, adversarial, "),
         (TEACHER, "cifar_resnet15", "unknown model 'cifar_resnet15'; valid choices: cifar_mobilenetv2, "),
         ("{teacher:", "{teachr:", "unknown field 'teachr'; valid fields: kind, methods, student, teacher"),
         ("dataset: fashion-mnist", "dataset: svhn", "unknown dataset 'svhn'; valid choices: cifar10, "),
@@ -156,7 +156,7 @@ def test_cuda_without_a_gpu(folders, capsys):
         (
             "methods: [kd]",
             "methods: [kd]\nhparams: {kdd: {temperature: 2}}",
-            "unknown method in hparams 'kdd'; valid choices: adversarial, ",
+            "unknown method in hparams 'kdd'; valid choices: ab, adversarial, ",
         ),
     ],
 )

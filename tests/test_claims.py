@@ -14,8 +14,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-import run_all
-from kdbench import claims, profiles, results
+from kdbench import claims, notebooks, profiles, results
 from kdbench.claims.relation_cost import RELATION_METHODS
 from kdbench.runner import RunConfig
 
@@ -49,11 +48,12 @@ def test_claims_profile_is_registered_on_the_cpu_budget():
 
 
 def test_run_all_runs_the_claims_notebook():
-    assert run_all.notebooks_for("claims") == [run_all.CLAIMS_NOTEBOOK]
+    assert notebooks.notebooks_for("claims") == [notebooks.CLAIMS_NOTEBOOK]
     assert (
-        run_all.CLAIMS_NOTEBOOK in run_all.JOB_NOTEBOOKS and run_all.notebooks_for("cpu") == run_all.NOTEBOOKS
+        notebooks.CLAIMS_NOTEBOOK in notebooks.JOB_NOTEBOOKS
+        and notebooks.notebooks_for("cpu") == notebooks.NOTEBOOKS
     )
-    nb = nbformat.read(ROOT / "notebooks" / f"{run_all.CLAIMS_NOTEBOOK}.ipynb", as_version=4)
+    nb = nbformat.read(ROOT / "notebooks" / f"{notebooks.CLAIMS_NOTEBOOK}.ipynb", as_version=4)
     params = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
     assert len(params) == 1 and all(
         f"{name} =" in params[0].source

@@ -19,7 +19,7 @@ import nbformat
 import pytest
 import torch
 
-from kdbench import cli, grid, profiles, sanity
+from kdbench import cli, grid, notebooks, profiles, sanity
 from kdbench.data import DATASETS, catalog
 from kdbench.engine import RECIPES
 from kdbench.errors import KdbenchError, KdbenchWarning
@@ -339,21 +339,21 @@ def test_run_all_progress_and_portable_notebooks(tmp_path, results, monkeypatch,
     """A one-cell grid: its bar in the terminal, no kernel warnings, notebooks that name no folder of this
     machine's checkout, and a second run whose grid notebook says that nothing ran."""
     path = tiny_grid(tmp_path)
-    monkeypatch.setattr(run_all, "NOTEBOOKS", [run_all.GRID_NOTEBOOK, "02_catalogue"])
+    monkeypatch.setattr(notebooks, "NOTEBOOKS", [notebooks.GRID_NOTEBOOK, "02_catalogue"])
     assert run_all.main(["--profile", str(path)]) == 0
     out, err = capfd.readouterr()
     assert "grid tiny" in err and "1/1" in err and "baseline no teacher -> cifar_resnet8 seed 0" in err
     assert "without encryption" not in err and "IProgress" not in err
-    for name in run_all.NOTEBOOKS:
+    for name in notebooks.NOTEBOOKS:
         text = (results / "tiny" / "notebooks" / f"{name}.ipynb").read_text()
         assert str(ROOT) not in text and ".venv" not in text and "site-packages" not in text, name
-    nb = nbformat.read(results / "tiny" / "notebooks" / f"{run_all.GRID_NOTEBOOK}.ipynb", 4)
+    nb = nbformat.read(results / "tiny" / "notebooks" / f"{notebooks.GRID_NOTEBOOK}.ipynb", 4)
     assert nb.metadata.papermill.input_path == "notebooks/01_run_grid.ipynb"
     assert "This run: 1 cells run (1 ok, 0 failed), 0 skipped" in json.dumps(nb.cells[-1].outputs)
 
-    monkeypatch.setattr(run_all, "NOTEBOOKS", [run_all.GRID_NOTEBOOK])
+    monkeypatch.setattr(notebooks, "NOTEBOOKS", [notebooks.GRID_NOTEBOOK])
     assert run_all.main(["--profile", str(path)]) == 0
-    nb = nbformat.read(results / "tiny" / "notebooks" / f"{run_all.GRID_NOTEBOOK}.ipynb", 4)
+    nb = nbformat.read(results / "tiny" / "notebooks" / f"{notebooks.GRID_NOTEBOOK}.ipynb", 4)
     report = json.dumps(nb.cells[-1].outputs)
     assert (
         "Nothing to run: all 1 cells were finished by earlier runs" in report and "1 records: 1 ok" in report
@@ -361,8 +361,8 @@ def test_run_all_progress_and_portable_notebooks(tmp_path, results, monkeypatch,
 
 
 def test_portable_paths(run_all, tmp_path):
-    assert run_all.portable(ROOT / "results" / "cpu") == "results/cpu"
-    assert run_all.portable(tmp_path) == str(tmp_path)
+    assert notebooks.portable(ROOT / "results" / "cpu") == "results/cpu"
+    assert notebooks.portable(tmp_path) == str(tmp_path)
 
 
 def test_run_warns_on_one_line_about_its_pair_and_teacher(tmp_path, monkeypatch, capsys):
@@ -370,6 +370,7 @@ def test_run_warns_on_one_line_about_its_pair_and_teacher(tmp_path, monkeypatch,
     import kdbench.runner
 
     record = {
+        "cell_id": "kd-0000000000000000",
         "method": "kd",
         "student": "cifar_resnet14",
         "teacher": "cifar_resnet8",

@@ -9,7 +9,7 @@ import nbformat
 import pytest
 
 import run_all
-from kdbench import grid, profiles, readme, results, tables
+from kdbench import grid, notebooks, profiles, readme, results, tables
 from kdbench.errors import KdbenchError
 from kdbench.methods import METHODS, TECHNIQUES
 
@@ -131,7 +131,7 @@ def test_run_all_smoke_end_to_end(tmp_path):
     assert run_all.main(["--profile", "smoke", "--device", "cpu", "--results-dir", str(out)]) == 0
     df = results.load(out)
     assert set(df["method"]) == set(METHODS) and (df["status"] == "ok").all(), df[df["status"] != "ok"]
-    for name in run_all.NOTEBOOKS:
+    for name in notebooks.NOTEBOOKS:
         nb = nbformat.read(out / "notebooks" / f"{name}.ipynb", as_version=4)
         assert not [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
     robust = tables.robustness_table(tables.load_frame(out))

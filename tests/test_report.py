@@ -1,0 +1,55 @@
+"""`kdbench report` rebuilds a results folder's tables, figures and one HTML page from its records, training
+nothing."""
+
+from pathlib import Path
+
+import pytest
+
+from kdbench import cli, notebooks, runner
+
+GRID = """name: reported
+dataset: fashion-mnist
+pairs: [{teacher: cifar_resnet8, student: cifar_resnet8}]
+seeds: [0]
+epochs: 1
+teacher_epochs: 1
+train_subset: 64
+test_subset: 100
+methods: [baseline]
+"""
+
+
+@pytest.fixture
+def finished(tmp_path) -> tuple[Path, Path]:
+    """A grid file and the results folder of its finished one-cell run."""
+    grid = tmp_path / "reported.yaml"
+    grid.write_text(GRID)
+    results = tmp_path / "results"
+    assert (
+        cli.main(["grid", "--grid", str(grid), "--results-dir", str(results), "--quiet", "--device", "cpu"])
+        == 0
+    )
+    return grid, results
+
+
+def test_report_rebuilds_tables_and_one_page_without_training(finished, monkeypatch, capsys):
+    grid, results = finished
+    monkeypatch.setattr(notebooks, "NOTEBOOKS", [notebooks.GRID_NOTEBOOK, "02_catalogue"])
+    monkeypatch.setattr(runner, "run", lambda *a, **kw: pytest.fail("the report trained a cell"))
+    assert cli.main(["report", "--grid", str(grid), "--results-dir", str(results)]) == 0
+    page = (results / "report.html").read_text()
+    assert "notebooks/02_catalogue.ipynb" in page and "<html" in page
+    assert (results / "notebooks" / "02_catalogue.ipynb").exists()
+    assert not (results / "notebooks" / f"{notebooks.GRID_NOTEBOOK}.ipynb").exists()  # the grid's is not run
+    assert "report.html rebuilt from" in capsys.readouterr().out
+
+
+def test_report_needs_records(tmp_path, capsys):
+    assert cli.main(["report", "--profile", "cpu", "--results-dir", str(tmp_path / "empty")]) == 2
+    assert "no records in" in capsys.readouterr().err
+
+
+def test_report_of_claims_refuses_to_train(tmp_path, capsys):
+    (tmp_path / "records").mkdir()
+    assert cli.main(["report", "--profile", "claims", "--results-dir", str(tmp_path)]) == 2
+    assert "cells of claims are not finished" in capsys.readouterr().err
