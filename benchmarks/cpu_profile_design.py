@@ -4,6 +4,8 @@ whether a teacher trained on the full training set gives the student something t
     python benchmarks/cpu_profile_design.py recipes  --out results/design/recipes.jsonl
     python benchmarks/cpu_profile_design.py kd       --out results/design/kd.jsonl --seeds 0 1 2 3 4
     python benchmarks/cpu_profile_design.py bf16     --out results/design/bf16.jsonl --seeds 0 1 2
+    python benchmarks/cpu_profile_design.py deepinversion --out results/design/deepinversion.jsonl --epochs 10 \
+        --seeds 0 1 2 --synthesis-steps 20 200
     python benchmarks/cpu_profile_design.py report   --out results/design/kd.jsonl   # -> results/design/kd.md
 
 Each run is an ordinary kdbench cell (kdbench.runner.run) whose record lands in a scratch results folder; one JSON
@@ -55,6 +57,12 @@ def plan(study: str, args: argparse.Namespace) -> list[runner.RunConfig]:
     cells = []
     for s in args.seeds:
         cells += [dataclasses.replace(base, recipe=args.recipe, seed=s), dataclasses.replace(kd, seed=s)]
+    if study == "deepinversion":  # is the data-free student's collapse the synthesis budget or the method?
+        return [
+            dataclasses.replace(kd, method="deepinversion", seed=s, hparams={"synthesis_steps": steps})
+            for steps in args.synthesis_steps
+            for s in args.seeds
+        ]
     if study == "bf16":  # the same cells trained under bf16 autocast: does it hold accuracy and kd's boost?
         return cells + [dataclasses.replace(c, precision="bf16") for c in cells]
     # how close to convergence the budget leaves the student: baseline with 3x the epochs, on up to three seeds
@@ -72,6 +80,18 @@ def _teacher(g: pd.DataFrame) -> str:
     return f"{TEACHER}, {int(images):,} images, {g['teacher_top1'].mean():.2f}%"
 
 
+def _settings(hparams: dict | float | None) -> str:
+    """A run's hyperparameters off their defaults, as `name=value` (empty for the defaults)."""
+    return " ".join(f"{k}={v}" for k, v in sorted(hparams.items())) if isinstance(hparams, dict) else ""
+
+
+def _collapses(g: pd.DataFrame) -> dict[str, str]:
+    """For runs that record it: how many seeds ended collapsed (the record's chance-level flag, kdbench.stats.is_collapsed)."""
+    if "collapsed" not in g or g["collapsed"].isna().all():
+        return {}
+    return {"collapsed": f"{int(g['collapsed'].fillna(False).sum())} of {len(g)}"}
+
+
 def report(lines: Path) -> str:
     """The runs of a study as a markdown table: top-1 per recipe/method and epochs over seeds, and kd's boost over
     baseline paired by seed."""
@@ -85,17 +105,21 @@ def report(lines: Path) -> str:
     ]
     rows = []
     df["precision"] = df["precision"].fillna("fp32") if "precision" in df else "fp32"
-    for (recipe, precision, method, epochs), g in df.groupby(["recipe", "precision", "method", "epochs"]):
+    df["settings"] = df["hparams"].map(_settings) if "hparams" in df else ""
+    keys = ["recipe", "precision", "method", "settings", "epochs"]
+    for (recipe, precision, method, settings, epochs), g in df.groupby(keys):
         rows.append(
             {
                 "recipe": recipe,
                 "precision": precision,
                 "method": method,
+                "settings": settings or "defaults",
                 "train images": int(g["train_subset"].iloc[0]),
                 "epochs": epochs,
                 "teacher": _teacher(g),
                 "top-1": fmt(*mean_ci(g["student_top1"])[:2]).lstrip("+"),
                 "seeds": " ".join(map(str, g["seed"])),
+                **_collapses(g),
             }
         )
     out.append(pd.DataFrame(rows).to_markdown(index=False))
@@ -115,7 +139,7 @@ def report(lines: Path) -> str:
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("study", choices=["recipes", "kd", "bf16", "report"])
+    p.add_argument("study", choices=["recipes", "kd", "bf16", "deepinversion", "report"])
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--train-subset", type=int, default=5000)
@@ -123,6 +147,7 @@ def main() -> None:
     p.add_argument("--recipe", default="short")
     p.add_argument("--teacher-epochs", type=int, default=3)
     p.add_argument("--teacher-train-subset", type=int, default=60000)
+    p.add_argument("--synthesis-steps", type=int, nargs="+", default=[20, 200])
     p.add_argument("--scratch", default="/tmp/kdbench-design")
     args = p.parse_args()
     if args.study == "report":
@@ -150,6 +175,7 @@ def main() -> None:
                 "teacher_top1",
                 "curve_top1",
                 "train_time_s",
+                "collapsed",
             )
         }
         row.update(
@@ -157,6 +183,8 @@ def main() -> None:
             train_subset=cfg.train_subset,
             teacher_train_subset=cfg.teacher_train_subset,
             precision=cfg.precision,
+            hparams=cfg.hparams,
+            synthesis=rec.get("extras", {}).get("final_synthesis_terms"),
         )
         with args.out.open("a") as fh:
             fh.write(json.dumps(row) + "\n")

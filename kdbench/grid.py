@@ -74,6 +74,24 @@ def is_stale_cell(cfg: RunConfig, results_dir: str | Path) -> bool:
         return True
 
 
+def reuse_records(cells: list[RunConfig], results_dir: str | Path, sources: list[Path]) -> int:
+    """Copy into `results_dir` the records of `cells` that a source folder holds finished (ok) and current (not
+    stale), so a cell two profiles share runs once; a record's content addresses its cell, so the copy is exactly
+    the record this folder would get. Returns how many were copied."""
+    copied = 0
+    for cfg in cells:
+        if record_path(results_dir, cfg.cell_id()).exists():
+            continue
+        for folder in sources:
+            source = record_path(folder, cfg.cell_id())
+            record = read_record(source) if source.exists() else None
+            if record is not None and record.get("status") == "ok" and not is_stale(record):
+                write_record(record, results_dir)
+                copied += 1
+                break
+    return copied
+
+
 def _failed_record(cfg: RunConfig, exc: BaseException, device: str) -> dict[str, Any]:
     return Record.of_cell(
         cfg,
@@ -169,12 +187,20 @@ def run_grid(
     check_folders(results_dir, cache_dir)
     check_memory_format(memory_format)  # before any teacher is trained, not at the first cell
     cells = all_cells(profile) if cells is None else cells
+    reused = reuse_records(cells, results_dir, [results_dir_for(name) for name in profile.reuses])
     finished = [is_finished(c, results_dir, retry_failed) for c in cells]
     stale = [done and is_stale_cell(c, results_dir) for c, done in zip(cells, finished, strict=True)]
     todo = [
         c for c, done, old in zip(cells, finished, stale, strict=True) if not done or (rerun_stale and old)
     ]
-    counts = {"ok": 0, "failed": 0, "busy": 0, "skipped": len(cells) - len(todo), "stale": sum(stale)}
+    counts = {
+        "ok": 0,
+        "failed": 0,
+        "busy": 0,
+        "skipped": len(cells) - len(todo),
+        "stale": sum(stale),
+        "reused": reused,
+    }
     if counts["stale"] and not rerun_stale:
         warnings.warn(
             KdbenchWarning(

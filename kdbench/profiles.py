@@ -72,6 +72,9 @@ class Profile:
     # the folder under results/ its records go to (None: its name); a profile that adds methods to another's grid
     # shares its folder, so their common cells run once and its tables include both
     results: str | None = None
+    # folders under results/ whose finished, current records of identical cells are copied instead of run again
+    # (the claims' kd and baseline cells are the cpu grid's own)
+    reuses: tuple[str, ...] = ()
 
     def method_names(self, pair: Pair | None = None) -> list[str]:
         """The methods the profile runs (on `pair`, when given: a pair may run fewer), references included."""
@@ -282,6 +285,7 @@ EXPERIMENTS: dict[str, Profile] = {
         variants={},
         robustness=None,
         seeds=(0, 1, 2),
+        reuses=("cpu",),
         description=(
             "The survey's Table 4 trade-off claims, each tested by a targeted experiment (kdbench.claims), on the "
             "cpu profile's data budget and teachers; under 3 hours on 2 CPU cores from a cold start."
@@ -395,6 +399,7 @@ def load_profile(path: str | Path) -> Profile:
                 "robustness": rob,
                 "methods": tuple(raw["methods"]) if raw.get("methods") is not None else None,
                 "extra_teachers": tuple(raw.get("extra_teachers", ())),
+                "reuses": tuple(raw.get("reuses", ())),
             }
         )
     except (TypeError, ValueError, AttributeError) as exc:

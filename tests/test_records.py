@@ -186,3 +186,23 @@ def test_code_version_ignores_layout_and_docs_but_not_code():
     changed = (CODE.replace("factor=2", "factor=3"), CODE.replace("x * factor", "x + factor"))
     assert all(record.code_text(text) == record.code_text(CODE) for text in same)
     assert all(record.code_text(text) != record.code_text(CODE) for text in changed)
+
+
+def test_a_profile_reuses_the_current_records_of_cells_it_shares(finished, tmp_path, monkeypatch):
+    (cfg,) = profiles.all_cells(profiles.load_profile(finished / "tiny.yaml"))
+    source = finished / "out"
+    path, record_before = _only_record(source)
+    assert grid.reuse_records([cfg], tmp_path / "copy", [source]) == 1
+    assert results.read_record(tmp_path / "copy" / path.relative_to(source)) == record_before
+    assert grid.reuse_records([cfg], tmp_path / "copy", [source]) == 0  # already there
+
+    real = record.current_code_version
+    monkeypatch.setattr(record, "current_code_version", lambda method: {**real(method), "core": "changed"})
+    assert grid.reuse_records([cfg], tmp_path / "stale", [source]) == 0  # other code's records run again
+    assert not (tmp_path / "stale").exists()
+
+
+def test_the_claims_reuse_the_cpu_grids_cells():
+    assert profiles.EXPERIMENTS["claims"].reuses == ("cpu",)
+    claims = {c.cell_id() for c in profiles.all_cells(profiles.EXPERIMENTS["claims"])}
+    assert claims & {c.cell_id() for c in profiles.all_cells(profiles.PROFILES["cpu"])}
