@@ -101,6 +101,27 @@ def _run(args: argparse.Namespace) -> int:
     return 0
 
 
+CELL_OPTIONS = (
+    "method",
+    "student",
+    "teacher",
+    "dataset",
+    "seed",
+    "teacher_seed",
+    "recipe",
+    "epochs",
+    "teacher_epochs",
+    "train_subset",
+    "teacher_train_subset",
+    "val_size",
+    "test_subset",
+    "label_noise",
+    "imbalance_ratio",
+    "hp",
+    "variant",
+)
+
+
 def run_config(args: argparse.Namespace) -> RunConfig:
     """The cell `kdbench run` trains: a grid cell by its id (`--cell`), or the one its options describe, with the
     grid's conventions (one teacher per architecture, seed 0, shared by every student seed), so that the same
@@ -109,8 +130,10 @@ def run_config(args: argparse.Namespace) -> RunConfig:
     from kdbench.runner import RunConfig
 
     if args.cell:
-        if args.method or args.student:
-            raise KdbenchError("--cell names a grid cell: give it without --method and --student")
+        given = [name for name, default in args.cell_defaults.items() if getattr(args, name) != default]
+        if given:
+            options = ", ".join("--" + name.replace("_", "-") for name in given)
+            raise KdbenchError(f"--cell names a whole grid cell: give it without {options}")
         return _grid_cell(args.cell, args.grid or args.profile, args.precision)
     if not (args.method and args.student):
         raise KdbenchError("give --method and --student, or --cell ID (see kdbench grid --list)")
@@ -505,6 +528,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="the name of a control run of the method, as a grid's "
         "variants name them (part of the cell id; default: none)",
     )
+    # the options that describe a cell, which --cell replaces: given beside it, they would be silently unused
+    p.set_defaults(cell_defaults={name: p.get_default(name) for name in CELL_OPTIONS})
     _add_common(p, "results/local")
     p.set_defaults(results_dir="results/local")
     _no_output_cache(p)

@@ -77,7 +77,14 @@ def test_cell_by_id_or_unique_prefix():
             "no cell of profile 'cpu' has the id 'kd-nope'; list them with kdbench grid",
         ),
         (["run", "--cell", "kd-"], "cells of profile 'cpu' has the id 'kd-'"),
-        (["run", "--cell", "kd-1", "--method", "kd"], "--cell names a grid cell: give it without --method"),
+        (
+            ["run", "--cell", "kd-1", "--method", "kd"],
+            "--cell names a whole grid cell: give it without --method",
+        ),
+        (
+            ["run", "--cell", "kd-1", "--epochs", "3", "--hp", "temperature=2"],
+            "--cell names a whole grid cell: give it without --epochs, --hp",
+        ),
         (["run", "--teacher", "cifar_resnet20"], "give --method and --student, or --cell ID"),
     ],
 )
