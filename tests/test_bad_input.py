@@ -19,18 +19,11 @@ from kdbench.methods import Setup, get_method
 from kdbench.models import create_model
 from kdbench.runner import RunConfig, get_teacher, run, teacher_key
 from kdbench.teachers import TeacherCache
+from tests.helpers import KD_RUN as KD
+from tests.helpers import STUDENT, TEACHER, grid_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
-STUDENT, TEACHER = "cifar_resnet8", "cifar_resnet14"
-KD = ["run", "--method", "kd", "--student", STUDENT, "--teacher", TEACHER]
-GOOD_GRID = f"""dataset: fashion-mnist
-pairs: [{{teacher: {TEACHER}, student: {STUDENT}}}]
-seeds: [0]
-epochs: 1
-teacher_epochs: 1
-train_subset: 64
-methods: [kd]
-"""
+GOOD_GRID = grid_yaml(("kd",), test_subset=None)
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from kdbench.bench import bench, features_fit_output_cache, write_perf
 from kdbench.cli import main
 from kdbench.engine import RECIPES, Recipe
 from kdbench.models import create_model
-from kdbench.profiles import Pair, Profile
 from kdbench.timing import Settings
+from tests.helpers import tiny_profile
 
 COLUMNS = {
     "method",
@@ -32,19 +32,7 @@ COLUMNS = {
     "teachers_timed",
     "modules_timed",
 }
-TINY = Profile(
-    name="bench-tiny",
-    description="",
-    dataset="fashion-mnist",
-    pairs=(Pair("cifar_resnet14", "cifar_resnet8"),),
-    seeds=(0,),
-    epochs=1,
-    teacher_epochs=1,
-    train_subset=128,
-    recipe="bench-tiny",
-    test_subset=100,
-    methods=("baseline", "kd", "fitnet"),
-)
+TINY = tiny_profile("bench-tiny", ("baseline", "kd", "fitnet"), recipe="bench-tiny")
 
 
 @pytest.fixture(scope="module")

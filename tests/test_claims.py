@@ -16,6 +16,7 @@ import pytest
 
 from kdbench import claims, notebooks, profiles, results
 from kdbench.claims.relation_cost import RELATION_METHODS
+from kdbench.claims.steptime import Timing
 from kdbench.runner import RunConfig
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -124,21 +125,24 @@ def records(claim: claims.Claim, metric: Metric | None = None, seed: int = 0) ->
         step = 0.01 * t.batch_size * (1 + 0.01 * rng.random())
         if metric:
             step = metric({"method": t.cell.method, "batch_size": t.batch_size}, t.cell)["step_s"]
-        out.append(
-            {
-                "cell_id": t.cell_id(),
-                "status": "ok",
-                "kind": "step_time",
-                "method": t.cell.method,
-                "student": t.cell.student,
-                "teacher": None,
-                "batch_size": t.batch_size,
-                "batch_samples": t.batch_size,
-                "round": t.round,
-                "step_s": step,
-            }
-        )
+        out.append(_step_record(t, step))
     return out
+
+
+def _step_record(t: Timing, step_s: float) -> dict:
+    """A timing record as `claims.steptime` writes one."""
+    return {
+        "cell_id": t.cell_id(),
+        "status": "ok",
+        "kind": "step_time",
+        "method": t.cell.method,
+        "student": t.cell.student,
+        "teacher": None,
+        "batch_size": t.batch_size,
+        "batch_samples": t.batch_size,
+        "round": t.round,
+        "step_s": step_s,
+    }
 
 
 def frame(recs: list[dict]) -> pd.DataFrame:
@@ -217,19 +221,11 @@ def test_relation_cost_superlinear_growth_is_supported():
         if "step_s" in r
     ]
     recs += [
-        {
-            "cell_id": t.cell_id(),
-            "status": "ok",
-            "kind": "step_time",
-            "method": t.cell.method,
-            "student": t.cell.student,
-            "teacher": None,
-            "batch_size": t.batch_size,
-            "batch_samples": t.batch_size,
-            "round": t.round,
-            "step_s": metric({"method": t.cell.method, "batch_size": t.batch_size}, None)["step_s"]
+        _step_record(
+            t,
+            metric({"method": t.cell.method, "batch_size": t.batch_size}, None)["step_s"]
             * (1 + 1e-3 * t.round),
-        }
+        )
         for t in claim.timings(budget)
     ]
     finding, _ = claim.evaluate(frame(recs), budget)

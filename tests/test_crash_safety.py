@@ -16,19 +16,12 @@ import pytest
 
 from kdbench import grid, profiles, results, tables
 from kdbench.locks import Claim
+from tests.helpers import grid_argv, grid_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DRIVER = Path(__file__).with_name("crash_driver.py")
 
-TINY_GRID = """dataset: fashion-mnist
-pairs: [{teacher: cifar_resnet14, student: cifar_resnet8}]
-seeds: [0, 1]
-epochs: 1
-teacher_epochs: 1
-train_subset: 128
-test_subset: 200
-methods: [kd, fitnet]
-"""
+TINY_GRID = grid_yaml(("kd", "fitnet"), seeds=(0, 1), train_subset=128, test_subset=200)
 CELLS = 6  # kd, fitnet and their reference baseline, two seeds
 
 
@@ -40,22 +33,7 @@ def _grid_file(tmp_path: Path) -> str:
 
 def _start(grid_file: str, out: Path, cache: Path, kill_at: str = "") -> subprocess.Popen:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "KDBENCH_TEST_KILL": kill_at, "PYTHONPATH": str(ROOT)}
-    cmd = [
-        sys.executable,
-        str(DRIVER),
-        "grid",
-        "--grid",
-        grid_file,
-        "--results-dir",
-        str(out),
-        "--cache-dir",
-        str(cache),
-        "--device",
-        "cpu",
-        "--quiet",
-        "--memory-format",
-        "contiguous",
-    ]
+    cmd = [sys.executable, str(DRIVER), *grid_argv(grid_file, out, cache, "--memory-format", "contiguous")]
     return subprocess.Popen(cmd, env=env, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 

@@ -11,9 +11,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from kdbench import grid, profiles
+from kdbench import grid
 from kdbench.errors import KdbenchError
 from kdbench.executor import _task_resources, resolve_executor, run_jobs
+from tests.helpers import tiny_profile
 
 # what a record may legitimately differ in between two runs of the same cell: clocks, memory, the machine, and
 # what the caches already held (teachers_from_cache, teacher_output_cache)
@@ -114,18 +115,7 @@ def test_missing_ray_is_one_clear_error(monkeypatch):
         run_jobs(_square_and_threads, [], executor="ray")  # at the call, with nothing to run
 
 
-TINY = profiles.Profile(
-    name="executors",
-    description="two cheap methods, one pair, one seed",
-    dataset="fashion-mnist",
-    pairs=(profiles.Pair("cifar_resnet8", "cifar_resnet8"),),
-    seeds=(0,),
-    epochs=1,
-    teacher_epochs=1,
-    train_subset=128,
-    test_subset=200,
-    methods=("kd",),  # kd and its reference, baseline
-)
+TINY = tiny_profile("executors", ("kd",), teacher="cifar_resnet8", test_subset=200)  # kd and its reference
 
 
 def _records(results_dir: Path) -> dict[str, dict]:

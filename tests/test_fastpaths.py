@@ -18,10 +18,10 @@ from kdbench.engine import RECIPES, Recipe, get_recipe, optimizers, train_step
 from kdbench.errors import KdbenchError
 from kdbench.methods import get_method
 from kdbench.models import create_model
-from kdbench.profiles import Pair, Profile
 from kdbench.runner import RunConfig, run
 from kdbench.timing import Settings
 from tests.conftest import make_setup
+from tests.helpers import KD_RUN, tiny_profile
 
 TINY = dict(
     student="cifar_resnet8", teachers=("cifar_resnet14",), train_subset=256, epochs=1, test_subset=200
@@ -188,19 +188,7 @@ def test_output_caches_are_kept_apart_by_arithmetic():
     )  # fp32 caches keep their names
 
 
-BENCH = Profile(
-    name="fastpaths-bench",
-    description="",
-    dataset="fashion-mnist",
-    pairs=(Pair("cifar_resnet14", "cifar_resnet8"),),
-    seeds=(0,),
-    epochs=1,
-    teacher_epochs=1,
-    train_subset=128,
-    recipe="bench-tiny",
-    test_subset=100,
-    methods=("baseline", "kd"),
-)
+BENCH = tiny_profile("fastpaths-bench", ("baseline", "kd"), recipe="bench-tiny")
 
 
 def test_bench_times_every_config_and_reports_what_cannot_run(tmp_path, monkeypatch):
@@ -252,28 +240,8 @@ def test_bench_times_every_config_and_reports_what_cannot_run(tmp_path, monkeypa
 @pytest.mark.parametrize(
     "argv",
     [
-        [
-            "run",
-            "--method",
-            "kd",
-            "--student",
-            "cifar_resnet8",
-            "--teacher",
-            "cifar_resnet14",
-            "--precision",
-            "fp16",
-        ],
-        [
-            "run",
-            "--method",
-            "kd",
-            "--student",
-            "cifar_resnet8",
-            "--teacher",
-            "cifar_resnet14",
-            "--memory-format",
-            "nhwc",
-        ],
+        [*KD_RUN, "--precision", "fp16"],
+        [*KD_RUN, "--memory-format", "nhwc"],
         ["bench", "--profile", "smoke", "--precision", "fp16"],
         ["bench", "--profile", "smoke", "--memory-format", "nhwc"],
         ["grid", "--profile", "smoke", "--list", "--precision", "fp16"],

@@ -12,6 +12,7 @@ import run_all
 from kdbench import grid, notebooks, profiles, readme, results, tables
 from kdbench.errors import KdbenchError
 from kdbench.methods import METHODS, TECHNIQUES
+from tests.helpers import grid_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -49,14 +50,7 @@ def _write(tmp_path, text: str) -> str:
     return str(path)
 
 
-GOOD = """dataset: fashion-mnist
-pairs: [{teacher: cifar_resnet14, student: cifar_resnet8}]
-seeds: [0]
-epochs: 1
-teacher_epochs: 1
-train_subset: 64
-methods: [kd]
-"""
+GOOD = grid_yaml(("kd",), test_subset=None)
 
 
 def test_user_grid_yaml(tmp_path):

@@ -14,16 +14,9 @@ from kdbench.cli import main
 from kdbench.errors import KdbenchError, KdbenchWarning
 from kdbench.record import SCHEMA_VERSION, Record, current_code_version, is_stale, method_files
 from kdbench.runner import RunConfig
+from tests.helpers import grid_argv, grid_yaml
 
-TINY_GRID = """dataset: fashion-mnist
-pairs: [{teacher: cifar_resnet14, student: cifar_resnet8}]
-seeds: [0]
-epochs: 1
-teacher_epochs: 1
-train_subset: 64
-test_subset: 100
-methods: [baseline]
-"""
+TINY_GRID = grid_yaml()
 FIELDS = {f.name for f in dataclasses.fields(Record)}
 # what the tables, claims and plots read from a record
 READ_BY_TABLES = {
@@ -132,21 +125,7 @@ def test_stale_cells_are_marked_kept_and_rerun_on_request(finished, tmp_path, mo
     assert results.read_record(path) == before  # kept as it was
 
     capsys.readouterr()
-    code = main(
-        [
-            "grid",
-            "--grid",
-            grid_file,
-            "--results-dir",
-            str(out),
-            "--cache-dir",
-            str(cache),
-            "--device",
-            "cpu",
-            "--quiet",
-            "--rerun-stale",
-        ]
-    )
+    code = main(grid_argv(grid_file, out, cache, "--rerun-stale"))
     counts = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert code == 0 and counts["stale"] == 1 and counts["ok"] == 1 and counts["skipped"] == 0
     rerun = results.read_record(path)

@@ -6,17 +6,9 @@ from pathlib import Path
 import pytest
 
 from kdbench import cli, notebooks, runner
+from tests.helpers import grid_yaml
 
-GRID = """name: reported
-dataset: fashion-mnist
-pairs: [{teacher: cifar_resnet8, student: cifar_resnet8}]
-seeds: [0]
-epochs: 1
-teacher_epochs: 1
-train_subset: 64
-test_subset: 100
-methods: [baseline]
-"""
+GRID = grid_yaml(teacher="cifar_resnet8", name="reported")
 
 
 @pytest.fixture

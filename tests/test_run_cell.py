@@ -7,16 +7,9 @@ import pytest
 from kdbench.cli import build_parser, main, run_config
 from kdbench.profiles import all_cells, get_profile
 from kdbench.results import read_record, record_path
+from tests.helpers import grid_yaml
 
-TINY = """dataset: fashion-mnist
-pairs: [{teacher: cifar_resnet14, student: cifar_resnet8}]
-seeds: [0, 1]
-epochs: 1
-teacher_epochs: 1
-train_subset: 64
-test_subset: 100
-methods: [baseline]
-"""
+TINY = grid_yaml(seeds=(0, 1))
 
 
 def _options(cfg) -> list[str]:

@@ -12,6 +12,7 @@ import torch
 from kdbench import results
 from kdbench.cli import main
 from kdbench.runner import RunConfig, run
+from tests.helpers import KD_RUN
 
 TINY = dict(student="cifar_resnet8", teachers=("cifar_resnet14",), train_subset=256, epochs=1)
 
@@ -43,18 +44,23 @@ REQUIRED = {
 }
 
 
-@pytest.fixture(scope="module")
-def kd_record(tmp_path_factory):
-    root = tmp_path_factory.mktemp("run")
-    rec = run(
-        RunConfig(method="kd", **TINY),
+def _run_kd(root, results: str) -> dict:
+    """The tiny kd cell into root/results, with root's teacher cache."""
+    cfg = RunConfig(method="kd", **TINY)
+    return run(
+        cfg,
         device="cpu",
-        results_dir=root / "res",
+        results_dir=root / results,
         cache_dir=root / "cache",
         progress=False,
         latency_repeats=2,
     )
-    return root, rec
+
+
+@pytest.fixture(scope="module")
+def kd_record(tmp_path_factory):
+    root = tmp_path_factory.mktemp("run")
+    return root, _run_kd(root, "res")
 
 
 def test_record_schema(kd_record):
@@ -77,14 +83,7 @@ def test_records_load_as_dataframe(kd_record):
 
 def test_same_seed_same_record_and_teacher_reused(kd_record):
     root, first = kd_record
-    again = run(
-        RunConfig(method="kd", **TINY),
-        device="cpu",
-        results_dir=root / "res2",
-        cache_dir=root / "cache",
-        progress=False,
-        latency_repeats=2,
-    )
+    again = _run_kd(root, "res2")
     assert again["teachers_from_cache"] == [True]
     for key in (
         "cell_id",
@@ -154,31 +153,11 @@ def test_corrupt_teacher_checkpoint_is_retrained(kd_record, tmp_path, damage):
         ),
         (["run", "--method", "kd", "--student", "cifar_resnet8"], "needs 1 teacher"),
         (
-            [
-                "run",
-                "--method",
-                "kd",
-                "--student",
-                "cifar_resnet8",
-                "--teacher",
-                "cifar_resnet14",
-                "--hp",
-                "tau=3",
-            ],
+            [*KD_RUN, "--hp", "tau=3"],
             "unknown hyperparameter of kd 'tau'; valid choices: ce_weight, kd_weight, temperature",
         ),
         (
-            [
-                "run",
-                "--method",
-                "kd",
-                "--student",
-                "cifar_resnet8",
-                "--teacher",
-                "cifar_resnet14",
-                "--hp",
-                "temperature=hot",
-            ],
+            [*KD_RUN, "--hp", "temperature=hot"],
             "must be like 4.0",
         ),
         (["run", "--method", "baseline", "--student", "cifar_resnet8", "--epochs", "0"], "at least 1"),
