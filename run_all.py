@@ -135,7 +135,7 @@ def run(args: argparse.Namespace) -> int:
         "grid": ran,
         "machine": f"{env.cpu_model()}, {os.cpu_count()} cores, {platform.system()}",
     }
-    atomic_write_text(results_dir / "run.json", json.dumps(info, indent=1))
+    atomic_write_text(results_dir / spec.own_file("run", ".json"), json.dumps(info, indent=1))
     tables.write_index(results_dir)
     committed = [name for name, p in {**profiles.PROFILES, **profiles.EXPERIMENTS}.items() if p.meaningful]
     if results_dir.parent == grid.results_root().resolve() and spec.name in committed:

@@ -235,7 +235,6 @@ def run_grid(
             label=_cell_label,
         ):
             counts[status] += 1
-    # a profile sharing another's folder (the zoo) describes itself beside it, not over it
-    summary = "grid.yaml" if profile.results is None else f"grid-{profile.name}.yaml"
-    atomic_write_text(Path(results_dir) / summary, yaml.safe_dump(profile_summary(profile), sort_keys=False))
+    summary = Path(results_dir) / profile.own_file("grid", ".yaml")
+    atomic_write_text(summary, yaml.safe_dump(profile_summary(profile), sort_keys=False))
     return counts

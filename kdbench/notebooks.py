@@ -59,10 +59,11 @@ def kernel_env() -> Iterator[None]:
                 os.environ[key] = value
 
 
-def execute(name: str, out_dir: Path, params: dict[str, Any]) -> Path:
-    """Execute notebooks/<name>.ipynb into out_dir with the checkout as its working directory. A half-executed
-    copy never appears under the final name, and the paths papermill records are made relative."""
-    final = out_dir / f"{name}.ipynb"
+def execute(name: str, out_dir: Path, params: dict[str, Any], out_name: str | None = None) -> Path:
+    """Execute notebooks/<name>.ipynb into out_dir (as `out_name`, default the same name) with the checkout as its
+    working directory. A half-executed copy never appears under the final name, and the paths papermill records
+    are made relative."""
+    final = out_dir / (out_name or f"{name}.ipynb")
     partial = out_dir / f".{name}.partial.ipynb"
     try:
         with kernel_env():
@@ -102,12 +103,17 @@ def run_notebooks(
         "results_dir": portable(results_dir),
         "workers": workers,
     }
+    spec = profiles.get_profile(profile)
     for name in tqdm(notebooks_for(profile), desc=f"notebooks ({Path(profile).stem})"):
         # only the notebooks that run jobs have an executor in their parameter cell
         params = {**common, "executor": executor} if name in JOB_NOTEBOOKS else common
-        if name == GRID_NOTEBOOK:
+        if (
+            name == GRID_NOTEBOOK
+        ):  # a profile adding cells to another's folder records its run beside that one's
             params["ran"] = ran
-        execute(name, out_dir, params)
+            execute(name, out_dir, params, spec.own_file(name, ".ipynb"))
+        else:
+            execute(name, out_dir, params)
 
 
 def report(profile: str, results_dir: Path) -> Path:

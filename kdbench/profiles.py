@@ -76,6 +76,11 @@ class Profile:
     # (the claims' kd and baseline cells are the cpu grid's own)
     reuses: tuple[str, ...] = ()
 
+    def own_file(self, stem: str, suffix: str) -> str:
+        """The name of a file that describes this profile's run in its results folder: `stem` + `suffix`, or, for
+        a profile that adds cells to another's folder (the zoo), one with its name, beside that profile's own."""
+        return f"{stem}{suffix}" if self.results is None else f"{stem}-{self.name}{suffix}"
+
     def method_names(self, pair: Pair | None = None) -> list[str]:
         """The methods the profile runs (on `pair`, when given: a pair may run fewer), references included."""
         chosen = pair.methods if pair is not None and pair.methods is not None else self.methods
@@ -235,7 +240,6 @@ PROFILES: dict[str, Profile] = {
                 "warmup_fraction": 20 / 240
             },  # mdistiller's 20-epoch warm-up of 240, scaled to the schedule
         },
-        robustness=Robustness(methods=("baseline", "kd"), seeds=(0, 1, 2)),
     ),
     "paper": Profile(
         name="paper",
@@ -275,6 +279,21 @@ PROFILES["zoo"] = dataclasses.replace(
     "distillation zoo beside the survey's techniques.",
 )
 
+# Sarfraz et al.'s beyond-compression sweep on the cpu profile's first pair, budget and records: its own job, so the
+# default main job's cold start stays within its time budget; its noisy and long-tailed teachers ship too.
+PROFILES["robustness"] = dataclasses.replace(
+    PROFILES["cpu"],
+    name="robustness",
+    pairs=(dataclasses.replace(PROFILES["cpu"].pairs[0], methods=()),),
+    methods=(),
+    extra_teachers=(),
+    robustness=Robustness(methods=("baseline", "kd"), seeds=(0, 1, 2)),
+    results="cpu",
+    description="Does kd stay at or above the student trained alone under 20% and 40% symmetric label noise and "
+    "class imbalance 10 and 100 (Sarfraz et al.)? baseline and kd on the cpu profile's first pair, budget and "
+    "seeds 0-2, teachers trained on the same corrupted data, into the cpu profile's records.",
+)
+
 # Experiments with cells of their own (`cells_from`) on a grid profile's data budget, so they share its teachers.
 EXPERIMENTS: dict[str, Profile] = {
     "claims": dataclasses.replace(
@@ -283,7 +302,6 @@ EXPERIMENTS: dict[str, Profile] = {
         cells_from="kdbench.claims:all_cells",
         hparams={},
         variants={},
-        robustness=None,
         seeds=(0, 1, 2),
         reuses=("cpu",),
         description=(

@@ -58,13 +58,12 @@ def table4_section(results_dir: Path) -> str:
     if not path.exists():
         return _no_results(results_dir)
     table = pd.read_csv(path).astype(object).fillna("—")
-    run_md = results_dir / "README.md"
-    source = run_md.read_text().splitlines()[4:7] if run_md.exists() else []
+    source = [f"- {line}" for line in tables.provenance_lines(results_dir, tables.load_frame(results_dir))]
     cite = tables.survey_source()
     link = f"results/{results_dir.name}/tables/table4.md"
     return "\n".join(
         [
-            *(line for line in source if line.startswith("- ")),
+            *source,
             "",
             f"Survey: {cite['authors']} ({cite['year']}), *{cite['title']}*, {cite['journal']}, "
             f"doi:{cite['doi']}, {cite['table']}.",

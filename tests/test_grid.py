@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 import nbformat
+import pandas as pd
 import pytest
 
 import run_all
@@ -21,7 +22,8 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_builtin_profiles_resolve(name):
     profile = profiles.PROFILES[name]
     profiles.validate(profile)
-    assert set(profile.methods or METHODS) <= set(profile.method_names()) <= set(METHODS)
+    chosen = METHODS if profile.methods is None else profile.methods
+    assert set(chosen) <= set(profile.method_names()) <= set(METHODS)
 
 
 def test_every_method_runs_in_the_plumbing_check_and_the_zoo():
@@ -37,11 +39,25 @@ def test_cpu_profile_meets_its_brief():
     assert set(TECHNIQUES) <= covered
 
 
-def test_cells_are_distinct_and_include_references():
-    cells = profiles.all_cells(profiles.PROFILES["cpu"])
-    ids = [c.cell_id() for c in cells]
+@pytest.mark.parametrize("name", ["cpu", "robustness"])
+def test_cells_are_distinct(name):
+    ids = [c.cell_id() for c in profiles.all_cells(profiles.PROFILES[name])]
     assert len(ids) == len(set(ids))
-    assert any(c.label_noise == 0.4 for c in cells) and any(c.imbalance_ratio == 100 for c in cells)
+
+
+def test_the_robustness_sweep_adds_to_the_cpu_records_only_its_corrupted_cells():
+    sweep = profiles.PROFILES["robustness"]
+    cells = profiles.all_cells(sweep)
+    assert sweep.results == "cpu" and {c.method for c in cells} == {"baseline", "kd"}
+    assert {c.label_noise for c in cells} == {0.0, 0.2, 0.4} and {c.imbalance_ratio for c in cells} == {
+        1,
+        10,
+        100,
+    }
+    assert all(c.label_noise > 0 or c.imbalance_ratio > 1 for c in cells)
+    assert not {c.cell_id() for c in cells} & {
+        c.cell_id() for c in profiles.all_cells(profiles.PROFILES["cpu"])
+    }
 
 
 def _write(tmp_path, text: str) -> str:
@@ -146,3 +162,16 @@ def test_run_all_smoke_end_to_end(tmp_path):
         and counts["failed"] == 0
         and counts["skipped"] == len(profiles.all_cells(profiles.PROFILES["smoke"]))
     )
+
+
+def test_companion_profiles_describe_their_runs_beside_the_main_one():
+    cpu, sweep = profiles.PROFILES["cpu"], profiles.PROFILES["robustness"]
+    assert cpu.own_file("run", ".json") == "run.json"
+    assert sweep.own_file("run", ".json") == "run-robustness.json"
+    assert sweep.own_file(notebooks.GRID_NOTEBOOK, ".ipynb") == "01_run_grid-robustness.ipynb"
+    ids = [c.cell_id() for c in profiles.all_cells(cpu)[:3]] + [profiles.all_cells(sweep)[0].cell_id()]
+    stamps = ["2026-01-01T10:00:00+0000", "2026-01-01T10:01:00+0000", "2026-01-01T10:02:00+0000"]
+    df = pd.DataFrame({"cell_id": ids, "finished_at": [*stamps, "2026-01-01T10:03:00+0000"]})
+    cpu_line, sweep_line = tables.compute_lines("cpu", df)
+    assert cpu_line.startswith("`cpu` profile: 3.0 min of cell computation for 3 cells")
+    assert sweep_line.startswith("`robustness` profile's own cells: 0.0 min of cell computation for 1 cells")

@@ -92,9 +92,11 @@ def test_ship_refuses_what_it_cannot_vouch_for(tmp_path, shipped):
         teachers.ship(from_package, KEY, _build(), tmp_path / "out", PROVENANCE)
 
 
-def test_the_cpu_profile_needs_no_teacher_training():
-    """Every teacher the default main job asks for is in the package, and its sidecar names that teacher."""
-    keys = profile_teacher_keys(get_profile("cpu"))
+@pytest.mark.parametrize("profile", ["cpu", "robustness", "zoo"])
+def test_the_cpu_profiles_need_no_teacher_training(profile):
+    """Every teacher the default main job and its companions ask for is in the package, and its sidecar names
+    that teacher."""
+    keys = profile_teacher_keys(get_profile(profile))
     assert keys
     for key in keys:
         weights, sidecar = teachers.shipped_paths(teachers.SHIPPED_DIR, key)
