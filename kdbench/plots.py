@@ -464,6 +464,8 @@ def epoch_curves(df: pd.DataFrame) -> plt.Figure:
         return _empty(title, "no per-epoch accuracy in these records")
     ok = tables.usable(tables.main_setting(df))
     ok = ok[ok["epoch_top1"].map(lambda v: isinstance(v, list) and len(v) > 0)]
+    # one point per epoch of one training run; a run in phases (lifelong: a curve per task) has its own figure
+    ok = ok[[len(curve) == epochs for curve, epochs in zip(ok["epoch_top1"], ok["epochs"], strict=True)]]
     pairs = ok[~ok["teacher_free"]][["teacher", "student", "pair"]].drop_duplicates().sort_values("pair")
     if pairs.empty:
         return _empty(title, "no per-epoch accuracy in these records")

@@ -118,3 +118,15 @@ def test_epoch_curves_show_baseline_and_one_method_per_technique(figures, frame)
     without = plots.epoch_curves(frame.drop(columns="epoch_top1"))
     assert "no per-epoch accuracy" in without.axes[0].texts[0].get_text()
     plt.close(without)
+
+
+def test_epoch_curves_leave_out_runs_in_phases(tmp_path):
+    """A lifelong run's curve has a point per epoch of every task: it has its own figure, and here it would
+    stretch the epoch axis of every other curve."""
+    phased = [record("lwf", seed, None, 30.0) | {"epoch_top1": [30.0] * 12} for seed in (0, 1)]
+    frame = tables.load_frame(write_results(tmp_path, fake_records() + phased))
+    fig = plots.epoch_curves(frame)
+    labels = {line.get_label() for ax in fig.axes for line in ax.lines}
+    assert "kd" in labels and "lwf" not in labels
+    assert all(ax.get_xlim()[1] < 12 for ax in fig.axes)
+    plt.close(fig)
