@@ -45,7 +45,7 @@ def _options(cfg) -> list[str]:
 def test_options_give_the_grid_cell_id():
     """Teacher seed, teachers' data, label noise and imbalance: the same options name the grid's cell, for a
     distillation cell of seed >= 1 (whose teacher the grid shares across seeds), a teacher-free one and a noisy one."""
-    cells = all_cells(get_profile("cpu"))
+    cells = all_cells(get_profile("cpu")) + all_cells(get_profile("robustness"))
     picks = [
         next(c for c in cells if c.method == "kd" and c.seed == 2),
         next(c for c in cells if c.method == "baseline" and c.seed == 3),
