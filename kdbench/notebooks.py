@@ -107,13 +107,12 @@ def run_notebooks(
     for name in tqdm(notebooks_for(profile), desc=f"notebooks ({Path(profile).stem})"):
         # only the notebooks that run jobs have an executor in their parameter cell
         params = {**common, "executor": executor} if name in JOB_NOTEBOOKS else common
-        if (
-            name == GRID_NOTEBOOK
-        ):  # a profile adding cells to another's folder records its run beside that one's
+        out_name = None
+        if name == GRID_NOTEBOOK:
             params["ran"] = ran
-            execute(name, out_dir, params, spec.own_file(name, ".ipynb"))
-        else:
-            execute(name, out_dir, params)
+            # a profile adding cells to another's folder records its run beside that one's, not over it
+            out_name = spec.own_file(name, ".ipynb")
+        execute(name, out_dir, params, out_name)
 
 
 def report(profile: str, results_dir: Path) -> Path:

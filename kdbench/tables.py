@@ -687,18 +687,34 @@ def provenance_lines(results_dir: Path, df: pd.DataFrame) -> list[str]:
             + f", {info.get('started')} → {info.get('finished')}, on {info.get('machine')}"
         )
     if not df.empty and "finished_at" in df:
-        lines += compute_lines(results_dir.name, df)
+        lines += compute_lines(results_dir, df)
     return lines
 
 
-def compute_lines(folder: str, df: pd.DataFrame) -> list[str]:
-    """How long the folder's cells took to compute (kdbench.wall_time): for the grid profile the folder is named
-    after, and for each profile that adds cells to it (the zoo) its own cells; for any other folder, all of them."""
-    from kdbench.profiles import PROFILES, all_cells
+def _run_here(df: pd.DataFrame, sources: Iterable[Path]) -> pd.DataFrame:
+    """The records this folder's own runs wrote: a record copied from another folder (`Profile.reuses`) keeps
+    that folder's finish time, which says nothing of this folder's run."""
+    copied = {
+        (cell, done)
+        for source in sources
+        for cell, done in results.load(source)
+        .reindex(columns=["cell_id", "finished_at"])
+        .itertuples(index=False)
+    }
+    return df[[key not in copied for key in zip(df["cell_id"], df["finished_at"], strict=True)]]
 
-    owner = PROFILES.get(folder) if folder in PROFILES and PROFILES[folder].results is None else None
-    if owner is None:
+
+def compute_lines(results_dir: Path, df: pd.DataFrame) -> list[str]:
+    """How long the folder's cells took to compute (kdbench.wall_time): for the profile the folder is named after
+    (leaving out records it copied from the folders it reuses), and for each profile that adds cells to it (the
+    zoo) its own cells; for any other folder, all of them."""
+    from kdbench.profiles import EXPERIMENTS, PROFILES, all_cells
+
+    folder = results_dir.name
+    owner = {**PROFILES, **EXPERIMENTS}.get(folder)
+    if owner is None or owner.results is not None:
         return [f"all records: {compute_time(df['finished_at']).describe()}"]
+    df = _run_here(df, [results_dir.parent / name for name in owner.reuses])
     taken = {c.cell_id() for c in all_cells(owner)}
     lines = [f"`{folder}` profile: {compute_time(df[df['cell_id'].isin(taken)]['finished_at']).describe()}"]
     for name, spec in PROFILES.items():

@@ -172,6 +172,24 @@ def test_companion_profiles_describe_their_runs_beside_the_main_one():
     ids = [c.cell_id() for c in profiles.all_cells(cpu)[:3]] + [profiles.all_cells(sweep)[0].cell_id()]
     stamps = ["2026-01-01T10:00:00+0000", "2026-01-01T10:01:00+0000", "2026-01-01T10:02:00+0000"]
     df = pd.DataFrame({"cell_id": ids, "finished_at": [*stamps, "2026-01-01T10:03:00+0000"]})
-    cpu_line, sweep_line = tables.compute_lines("cpu", df)
+    cpu_line, sweep_line = tables.compute_lines(Path("results") / "cpu", df)
     assert cpu_line.startswith("`cpu` profile: 3.0 min of cell computation for 3 cells")
     assert sweep_line.startswith("`robustness` profile's own cells: 0.0 min of cell computation for 1 cells")
+
+
+def test_the_claims_computation_time_leaves_out_records_copied_from_the_cpu_grid(tmp_path):
+    claims = profiles.EXPERIMENTS["claims"]
+    copied, *own = [c.cell_id() for c in profiles.all_cells(claims)[:3]]
+    results.write_record({"cell_id": copied, "finished_at": "2026-01-01T08:00:00+0000"}, tmp_path / "cpu")
+    df = pd.DataFrame(
+        {
+            "cell_id": [copied, *own],
+            "finished_at": [
+                "2026-01-01T08:00:00+0000",
+                "2026-01-01T10:00:00+0000",
+                "2026-01-01T10:01:00+0000",
+            ],
+        }
+    )
+    (line,) = tables.compute_lines(tmp_path / "claims", df)
+    assert line.startswith("`claims` profile: 2.0 min of cell computation for 2 cells in 1 invocation(s)")
