@@ -34,6 +34,9 @@ class Pair:
     methods: tuple[str, ...] | None = (
         None  # None: the profile's methods; else this pair runs these (and references)
     )
+    # None: the profile's epochs; else this pair's students (its references too) train for this many, for a pair
+    # whose teacher pays off later than the profile's budget lets it
+    epochs: int | None = None
 
 
 @dataclass(frozen=True)
@@ -108,7 +111,7 @@ def _cell(profile: Profile, method: str, pair: Pair, seed: int, **overrides: Any
         dataset=profile.dataset,
         seed=seed,
         recipe=profile.recipe,
-        epochs=profile.epochs,
+        epochs=pair.epochs if pair.epochs is not None else profile.epochs,
         teacher_epochs=profile.teacher_epochs,
         train_subset=profile.train_subset,
         teacher_seed=profile.teacher_seed if needed else None,

@@ -27,6 +27,12 @@ def methods_section() -> str:
     return tables.to_markdown(pd.DataFrame(rows))
 
 
+def _epochs(p: profiles.Profile) -> str:
+    """The profile's student epochs, and each pair's own where it differs."""
+    own = [f"{x.epochs} on {x.teacher}→{x.student}" for x in p.pairs if x.epochs not in (None, p.epochs)]
+    return f"{p.epochs} ({'; '.join(own)})" if own else str(p.epochs)
+
+
 def profiles_section() -> str:
     rows = []
     for p in profiles.PROFILES.values():
@@ -36,7 +42,7 @@ def profiles_section() -> str:
                 "dataset": p.dataset,
                 "pairs (teacher→student)": "; ".join(f"{x.teacher}→{x.student}" for x in p.pairs),
                 "seeds": len(p.seeds),
-                "student epochs": p.epochs,
+                "student epochs": _epochs(p),
                 "teacher epochs": p.teacher_epochs,
                 "train images": p.train_subset or "all",
                 "test images": p.test_subset or "all",

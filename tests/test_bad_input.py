@@ -124,7 +124,11 @@ def test_cuda_without_a_gpu(folders, capsys):
         ("methods: [kd]", "methods: kd", "field 'methods' must be a list of str or null, got 'kd'"),
         ("methods: [kd]", "methods: [kdd]", "unknown method 'kdd'; valid choices: ab, adversarial, "),
         (TEACHER, "cifar_resnet15", "unknown model 'cifar_resnet15'; valid choices: cifar_mobilenetv2, "),
-        ("{teacher:", "{teachr:", "unknown field 'teachr'; valid fields: kind, methods, student, teacher"),
+        (
+            "{teacher:",
+            "{teachr:",
+            "unknown field 'teachr'; valid fields: epochs, kind, methods, student, teacher",
+        ),
         ("dataset: fashion-mnist", "dataset: svhn", "unknown dataset 'svhn'; valid choices: cifar10, "),
         (
             "methods: [kd]",

@@ -106,6 +106,28 @@ def test_a_pair_may_run_fewer_methods(tmp_path):
     assert len(cells) == len(ran)
 
 
+def test_a_pair_may_train_its_students_longer(tmp_path):
+    """A pair's own `epochs` apply to its cells and its references (a reference of another length is another
+    cell), while the other pairs keep the profile's."""
+    text = GOOD.replace(
+        "pairs: [{teacher: cifar_resnet14, student: cifar_resnet8}]",
+        "pairs: [{teacher: cifar_resnet14, student: cifar_resnet8},\n"
+        "        {teacher: cifar_resnet20, student: cifar_resnet8, epochs: 3}]",
+    )
+    cells = profiles.all_cells(profiles.load_profile(_write(tmp_path, text)))
+    ran = {(c.method, c.teachers[0] if c.teachers else None, c.epochs) for c in cells}
+    assert ran == {
+        ("kd", "cifar_resnet14", 1),
+        ("baseline", None, 1),
+        ("kd", "cifar_resnet20", 3),
+        ("baseline", None, 3),
+    }
+    assert (
+        readme._epochs(profiles.load_profile(_write(tmp_path, text)))
+        == "1 (3 on cifar_resnet20→cifar_resnet8)"
+    )
+
+
 @pytest.mark.parametrize(
     "text, message",
     [

@@ -85,6 +85,36 @@ def test_lwf_distils_a_frozen_snapshot_on_the_old_classes(fashion, six_class_str
     assert all(torch.equal(v, previous.state_dict()[k]) for k, v in before.items())
 
 
+@pytest.mark.parametrize("name", ["lwf", "lifelong_finetune", "lifelong_joint"])
+def test_a_new_task_begins_with_the_warm_up_step_on_its_own_outputs(fashion, six_class_stream, name):
+    """LwF's warm-up step: entering task 1 trains the new classes' outputs alone; the body (batch-norm
+    statistics included) and the old classes' outputs are exactly as task 0 left them."""
+    method = get_method(name)(make_setup(fashion, six_class_stream, teachers=0))
+    method.tasks = lambda _c: [[0, 1], [2, 3], [4, 5]]
+    method.on_training_data(six_class_stream)
+    method.on_task_start(0, [0, 1])
+    before = {k: v.clone() for k, v in method.student.state_dict().items()}
+    method.on_task_start(1, [2, 3])
+    after = method.student.state_dict()
+    changed = {k for k, v in before.items() if not torch.equal(v, after[k])}
+    assert changed == {"fc.weight", "fc.bias"}
+    moved = (after["fc.weight"] != before["fc.weight"]).any(dim=1)
+    assert moved.nonzero().flatten().tolist() == [2, 3]
+    assert method.seen == [0, 1, 2, 3] and method.student.training
+
+
+def test_outputs_of_classes_not_yet_seen_are_not_trained(fashion, six_class_stream):
+    """The head grows with the tasks: during task 0 the later classes' outputs get no gradient."""
+    method = get_method("lifelong_finetune")(make_setup(fashion, six_class_stream, teachers=0))
+    method.on_task_start(0, [0, 1])
+    batch = next(six_class_stream.epoch(0))
+    keep = batch.y < 2
+    batch = type(batch)(batch.x[keep], batch.y[keep], batch.index[keep])
+    sum(method.loss_terms(batch).values()).backward()
+    grad = method.student.fc.weight.grad.abs().sum(dim=1)
+    assert (grad[:2] > 0).all() and (grad[2:] == 0).all()
+
+
 def test_ewc_anchors_the_weights_of_finished_tasks(fashion, six_class_stream):
     method = get_method("lwf")(make_setup(fashion, six_class_stream, teachers=0), ewc_weight=100.0)
     method.on_training_data(six_class_stream)

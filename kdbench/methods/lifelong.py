@@ -51,18 +51,76 @@ def lifelong_summary(task_accuracy: list[list[float]]) -> dict[str, float | None
 
 
 class ClassIncremental(Method):
-    """The task sequence every lifelong row shares; subclasses add what carries knowledge across tasks."""
+    """The task sequence every lifelong row shares; subclasses add what carries knowledge across tasks.
+
+    Each task after the first begins with LwF's warm-up step (Li & Hoiem 2016, sec. 3): the body and the old
+    classes' outputs frozen, the new classes' outputs trained alone on the new task, then everything together.
+    Without it the new classes start far below the old ones, and the first loss (6-13 nats here) kills the
+    body's features: the student ends at chance on every later task. The bounds (fine-tuning, joint training)
+    take the same step, so lwf differs from them only in what it distils."""
 
     defaults = {
         "num_tasks": 5,  # kdbench: the common split-MNIST / split-CIFAR-10 protocol of 5 two-class tasks
+        "head_warmup_epochs": 3,  # kdbench: passes over the new task's data for the warm-up step (0 = none)
     }
+
+    def __init__(self, setup: Setup, **hparams) -> None:
+        super().__init__(setup, **hparams)
+        self.seen: list[int] = []  # the classes of every task begun so far: the outputs the head has grown to
+        self._stream: BatchStream | None = None
 
     def tasks(self, num_classes: int) -> list[list[int]]:
         return class_incremental_tasks(num_classes, self.hp["num_tasks"])
 
+    def on_training_data(self, stream: BatchStream) -> None:
+        self._stream = stream
+
+    def task_stream(self, classes: list[int]) -> BatchStream:
+        """The training samples of `classes`."""
+        assert self._stream is not None, "on_training_data comes first"
+        return self._stream.subset(
+            torch.isin(self._stream.labels, torch.tensor(classes, device=self._stream.device))
+        )
+
+    def on_task_start(self, task_index: int, classes: list[int]) -> None:
+        tasks = self.tasks(self.setup.data.num_classes)
+        self.seen = sorted(c for task in tasks[: task_index + 1] for c in task)
+        if task_index > 0 and self.hp["head_warmup_epochs"] > 0 and self._stream is not None:
+            self.warm_up_head(self.task_stream(self.task_training_classes(task_index, tasks)), classes)
+
+    def warm_up_head(self, stream: BatchStream, new: list[int]) -> None:
+        """Train the outputs of the `new` classes alone on `stream`, the rest of the network fixed (evaluation
+        mode, so batch-norm statistics stay too)."""
+        head, was_training = self.student.get_classifier(), self.student.training
+        frozen = torch.ones(head.out_features, dtype=torch.bool, device=head.weight.device)
+        frozen[new] = False
+        lr = self.setup.recipe.lr if self.setup.recipe is not None else 0.1
+        opt = torch.optim.SGD(head.parameters(), lr=lr, momentum=0.9)
+        self.student.eval()
+        for epoch in range(self.hp["head_warmup_epochs"]):
+            for batch in stream.epoch(epoch):
+                with torch.no_grad():
+                    features = self.student.forward_head(
+                        self.student.forward_features(batch.x), pre_logits=True
+                    )
+                opt.zero_grad(set_to_none=True)
+                self.seen_ce(head(features), batch.y).backward()
+                head.weight.grad[frozen] = 0
+                head.bias.grad[frozen] = 0
+                opt.step()
+        self.student.train(was_training)
+
+    def seen_ce(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        """Cross-entropy over the outputs of the classes seen so far only, as LwF's head grows a node per new
+        class: a class that has not arrived is not trained as a negative before its task."""
+        if not self.seen:  # outside a task sequence (a bench step): the whole head
+            return F.cross_entropy(logits, y)
+        cols = torch.tensor(self.seen, device=logits.device)
+        return F.cross_entropy(logits[:, cols], torch.searchsorted(cols, y))
+
     def loss_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
-        # single head: cross-entropy over every output, the labels naming the current task's classes
-        return {"ce": F.cross_entropy(self.student(batch.x), batch.y)}
+        # single head: the labels name the current task's classes (all seen ones for joint training)
+        return {"ce": self.seen_ce(self.student(batch.x), batch.y)}
 
 
 def diagonal_fisher(model: nn.Module, stream: BatchStream) -> dict[str, torch.Tensor]:
@@ -108,27 +166,20 @@ class LwF(ClassIncremental):
         super().__init__(setup, **hparams)
         self._previous: list[nn.Module] = []  # a plain list: a frozen snapshot is neither trained nor counted
         self.old_classes: list[int] = []
-        self._stream: BatchStream | None = None
         self.anchors: list[tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]] = []  # (Fisher, theta*)
 
-    def on_training_data(self, stream: BatchStream) -> None:
-        if self.hp["ewc_weight"] > 0:
-            self._stream = stream  # the Fisher of a finished task is estimated on its classes
-
     def on_task_start(self, task_index: int, classes: list[int]) -> None:
-        if task_index == 0:
-            return
-        tasks = self.tasks(self.setup.data.num_classes)
-        previous = copy.deepcopy(self.student).eval().requires_grad_(False)
-        self._previous = [previous]
-        self.old_classes = sorted(c for task in tasks[:task_index] for c in task)
-        if self.hp["ewc_weight"] > 0 and self._stream is not None:
-            done = tasks[task_index - 1]
-            stream = self._stream.subset(
-                torch.isin(self._stream.labels, torch.tensor(done, device=self._stream.device))
-            )
-            anchor = {n: p.detach().clone() for n, p in self.student.named_parameters() if p.requires_grad}
-            self.anchors.append((diagonal_fisher(self.student, stream), anchor))
+        if task_index > 0:  # the snapshot and the anchor are of the model as the last task left it
+            tasks = self.tasks(self.setup.data.num_classes)
+            self._previous = [copy.deepcopy(self.student).eval().requires_grad_(False)]
+            self.old_classes = sorted(c for task in tasks[:task_index] for c in task)
+            if self.hp["ewc_weight"] > 0 and self._stream is not None:
+                stream = self.task_stream(tasks[task_index - 1])  # a finished task's Fisher, on its classes
+                anchor = {
+                    n: p.detach().clone() for n, p in self.student.named_parameters() if p.requires_grad
+                }
+                self.anchors.append((diagonal_fisher(self.student, stream), anchor))
+        super().on_task_start(task_index, classes)  # then the warm-up step
 
     def ewc_penalty(self) -> torch.Tensor:
         params = dict(self.student.named_parameters())
@@ -140,7 +191,7 @@ class LwF(ClassIncremental):
 
     def loss_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
         logits = self.student(batch.x)
-        terms = {"ce": F.cross_entropy(logits, batch.y)}
+        terms = {"ce": self.seen_ce(logits, batch.y)}
         if self._previous:
             with torch.no_grad():
                 old = self._previous[0](batch.x)
