@@ -8,23 +8,21 @@ alike (`kdbench.plots`: Table 4 and cost figures; `kdbench.run_figures`: how run
 - boosts are drawn on a symmetric-log axis (linear within ±1 point, `boost_axis`), so that a few large losses do
   not squeeze the bulk of the methods into a sliver.
 
-Figures are drawn with matplotlib's Agg backend (files, not windows), selected when this module is imported.
+Importing this module leaves matplotlib's backend alone: a notebook keeps its inline figures, and a machine
+without a display gets matplotlib's own headless fallback (Agg), as batch runs and CI do.
 """
 
 from __future__ import annotations
 
 import math
 
-import matplotlib
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from matplotlib.ticker import FuncFormatter
 
-matplotlib.use("Agg")  # files, not windows: batch runs and CI have no display
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from matplotlib.ticker import FuncFormatter  # noqa: E402
-
-from kdbench import stats  # noqa: E402
-from kdbench.methods import METHODS  # noqa: E402
+from kdbench import stats
+from kdbench.methods import METHODS
 
 REFERENCE_GID = "reference"
 REFERENCE_COLOUR = "0.45"

@@ -26,11 +26,7 @@ record whose teacher outputs came from the cache has its time ignored by the cos
 import importlib
 import pkgutil
 
-import matplotlib
-
-matplotlib.use("Agg")  # files, not windows
-
-from kdbench.claims.core import (  # noqa: E402
+from kdbench.claims.core import (
     INCONCLUSIVE,
     NOT_SUPPORTED,
     REGISTRY,
