@@ -46,7 +46,7 @@ from kdbench.claims.core import (
     verdict,
     write_report,
 )
-from kdbench.claims.frames import ci_text  # noqa: E402
+from kdbench.claims.frames import ci_text
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
