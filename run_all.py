@@ -24,14 +24,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kdbench import env, grid, profiles, runner, tables
-from kdbench.cli import (
-    INTERRUPTED,
+from kdbench import env, grid, profiles, results_index, runner
+from kdbench.cli import INTERRUPTED, one_line_warnings
+from kdbench.cli_commands import grid_outcome
+from kdbench.cli_options import (
     add_data_root,
     add_memory_format,
     add_retrain_teachers,
-    grid_outcome,
-    one_line_warnings,
     use_data_root,
     use_retrain_teachers,
 )
@@ -136,10 +135,10 @@ def run(args: argparse.Namespace) -> int:
         "machine": f"{env.cpu_model()}, {os.cpu_count()} cores, {platform.system()}",
     }
     atomic_write_text(results_dir / spec.own_file("run", ".json"), json.dumps(info, indent=1))
-    tables.write_index(results_dir)
+    results_index.write_index(results_dir)
     committed = [name for name, p in {**profiles.PROFILES, **profiles.EXPERIMENTS}.items() if p.meaningful]
     if results_dir.parent == grid.results_root().resolve() and spec.name in committed:
-        tables.write_results_index(
+        results_index.write_results_index(
             results_dir.parent, committed
         )  # never for a plumbing check or a user's grid
     print(f"done in {info['wall_time_s'] / 60:.1f} min; see {portable(results_dir / 'README.md')}")

@@ -19,17 +19,18 @@ timed interleaved, repeat by repeat, so a drift in background load hits them ali
 Each method can be timed in several configurations, a precision and a memory format (`CONFIGS`,
 `kdbench.fastpaths`): its step, its ideal step's components and its baseline all run in the row's configuration,
 so each row's ratios compare like with like, and rows of one method compare the configurations.
+
+What a step runs (its teachers' forwards, its own modules' calls) is found by watching one step
+(`kdbench.step_probe`); the bench's frame is written as perf.md by `kdbench.perf_report`.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import inspect
 import itertools
 import time
-from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,6 @@ from typing import Any
 import pandas as pd
 import torch
 import torch.nn as nn
-from torch.utils._pytree import tree_leaves, tree_map
 from tqdm.auto import tqdm
 
 from kdbench import env
@@ -50,8 +50,8 @@ from kdbench.methods.base import REFERENCE_ROWS
 from kdbench.metrics import PeakMemory, release_memory
 from kdbench.models.features import forward_with_features
 from kdbench.profiles import Profile, get_profile, main_cells
-from kdbench.results import atomic_write_text
 from kdbench.runner import RunConfig, build_method, default_cache_dir
+from kdbench.step_probe import Call, Probe
 from kdbench.teacher_outputs import DEFAULT_FEATURE_BUDGET_BYTES
 from kdbench.teachers import TeacherCache
 from kdbench.timing import Settings, Step, fixed_batches, interleaved_medians, ready, training_step
@@ -84,132 +84,6 @@ def teacher_step(teacher: nn.Module, batches: list[Batch], features: bool, preci
             forward_with_features(teacher, batches[i].x, stages=features, embedding=features)
 
     return step
-
-
-# ---- what a step runs ----------------------------------------------------------------------------------------------
-def own_modules(method: Method) -> list[tuple[str, nn.Module]]:
-    """The method's own networks besides the student: its direct children with parameters (regressors,
-    discriminators, generators, projectors; a frozen one, such as a trained teacher assistant, named so), module
-    lists opened into their members (peers, heads). Teachers are not submodules; parameter-free children (input
-    transforms) are part of the student's own step."""
-    found = []
-    for name, child in method.named_children():
-        if child is method.student:
-            continue
-        members = (
-            child.named_children() if isinstance(child, (nn.ModuleList, nn.ModuleDict)) else [("", child)]
-        )
-        for key, module in members:
-            params = list(module.parameters())
-            if params:
-                label = (f"{name}.{key}" if key else name) + (
-                    "" if any(p.requires_grad for p in params) else " (frozen)"
-                )
-                found.append((label, module))
-    return found
-
-
-def _detached(value: Any) -> Any:
-    """Copies of the tensors in a call's arguments, cut from the graph but needing a gradient exactly where the
-    originals did, so a timed backward reaches what the real one reached."""
-    return tree_map(
-        lambda t: t.detach().clone().requires_grad_(t.requires_grad) if isinstance(t, torch.Tensor) else t,
-        value,
-    )
-
-
-@dataclass
-class Call:
-    """One call of one of the method's own modules during the probe step, with detached copies of its inputs."""
-
-    name: str
-    module: nn.Module
-    args: tuple
-    kwargs: dict[str, Any]
-    device_type: str = "cpu"
-    precision: str = "fp32"  # the forward is autocast as in the training step, the backward is not
-
-    def step(self) -> Step:
-        """This call alone: forward and backward (gradients of ones on every output that needs them), or an
-        inference forward when nothing in it needs a gradient."""
-        leaves = [
-            t
-            for t in tree_leaves((self.args, self.kwargs, list(self.module.parameters())))
-            if isinstance(t, torch.Tensor) and t.requires_grad
-        ]
-        if not leaves:
-            return torch.inference_mode()(lambda _i: self.forward())
-
-        def run(_i: int) -> None:
-            for t in leaves:
-                t.grad = None
-            out = [t for t in tree_leaves(self.forward()) if isinstance(t, torch.Tensor) and t.requires_grad]
-            torch.autograd.backward(out, [torch.ones_like(t) for t in out])
-
-        return run
-
-    def forward(self) -> Any:
-        with autocast(self.device_type, self.precision):
-            return self.module(*self.args, **self.kwargs)
-
-
-class Probe:
-    """Watches one training step: how often each teacher runs a forward pass, which teachers a method asked for
-    features and how often for a whole `Batch` (what a teacher-output cache can serve), and every call of the
-    method's own modules besides the student, with its inputs."""
-
-    def __init__(self, method: Method) -> None:
-        self.method = method
-        self.forwards: Counter[int] = Counter()
-        self.batch_requests: Counter[int] = Counter()
-        self.features: set[int] = set()
-        self.calls: list[Call] = []
-        self._handles: list[Any] = []
-
-    @property
-    def teachers_run(self) -> list[int]:
-        return sorted(self.forwards)
-
-    @property
-    def cacheable(self) -> bool:
-        """Whether every teacher forward came from a request a teacher-output cache could have served."""
-        return bool(self.forwards) and all(n <= self.batch_requests[i] for i, n in self.forwards.items())
-
-    def __enter__(self) -> Probe:
-        for i, teacher in enumerate(self.method.teachers):
-            self._handles.append(teacher.register_forward_pre_hook(lambda *_, i=i: self.forwards.update([i])))
-        for name, module in own_modules(self.method):
-            self._handles.append(module.register_forward_hook(self._capture(name), with_kwargs=True))
-        original = self.method.teacher_outputs
-        signature = inspect.signature(original)
-
-        def recorded(*args: Any, **kwargs: Any) -> Any:
-            bound = signature.bind(*args, **kwargs)
-            bound.apply_defaults()
-            index = bound.arguments.get("index", 0)
-            if bound.arguments.get("features"):
-                self.features.add(index)
-            if isinstance(bound.args[0], Batch):
-                self.batch_requests.update([index])
-            return original(*args, **kwargs)
-
-        self.method.teacher_outputs = recorded  # an instance attribute shadows the method while probing
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        del self.method.teacher_outputs
-        for handle in self._handles:
-            handle.remove()
-
-    def _capture(self, name: str) -> Callable:
-        setup = self.method.setup
-
-        def hook(module: nn.Module, args: tuple, kwargs: dict, _output: Any) -> None:
-            self.calls.append(
-                Call(name, module, _detached(args), _detached(kwargs), setup.device.type, setup.precision)
-            )
-
-        return hook
 
 
 # ---- one method ----------------------------------------------------------------------------------------------------
@@ -391,7 +265,8 @@ def bench(
     """Time every method of the profile (or `methods`) in each (precision, memory format) of `configs`; one row
     each, and with `cached` a second row for each offline method whose teacher calls a teacher-output cache can
     serve. A method that fails in a configuration other than fp32 contiguous is left out of it and named in the
-    frame's `attrs`, which also hold the environment and the settings that `write_perf` puts above the table."""
+    frame's `attrs`, which also hold the environment and the settings that `perf_report.write_perf` puts above
+    the table."""
     profile = get_profile(profile) if isinstance(profile, str) else profile
     settings.check()
     dev = env.resolve_device(device)
@@ -471,123 +346,3 @@ def runnable_configs(
         and memory_format in (None, f)
         and (p == "fp32" or env.bf16_supported(device))
     ]
-
-
-# ---- the report ----------------------------------------------------------------------------------------------------
-DISPLAY_DIGITS = {
-    "step_ms": 1,
-    "samples_per_s": 0,
-    "vs_baseline": 2,
-    "student_ms": 1,
-    "teachers_ms": 1,
-    "modules_ms": 1,
-    "ideal_ms": 1,
-    "vs_ideal": 2,
-    "setup_s": 1,
-    "peak_memory_mb": 0,
-}
-
-COLUMN_NOTES = (
-    "`config`: the precision and memory format the step and every component of its ideal step ran in "
-    "(`kdbench.fastpaths`; bf16 autocasts the loss terms, fp32 weights and update). "
-    "`step_ms`: median time of one training step (`engine.train_step`: auxiliary step, loss terms, backward, "
-    "SGD update); `samples_per_s`: the batch size over it; `vs_baseline`: over `baseline`'s step on the profile's "
-    "student. `student_ms`: the student's own training step (`student_step` names the method timed for it); "
-    "`teachers_ms`: the inference forward of every teacher the step runs (`teachers_timed`); `modules_ms`: "
-    "forward + backward of each call of the method's own modules alone, an inference forward only for a frozen one (`modules_timed`); `ideal_ms`: their "
-    "sum, and `vs_ideal`: the step over it. `setup_s`: untimed work before the first step (search, synthesis, "
-    "estimates); `peak_memory_mb`: memory the first step adds (on the CPU, resident-set growth after freed memory "
-    "was returned to the system: a rough figure). A row named `(cached teacher outputs)` serves the teachers' "
-    "outputs from `kdbench.teacher_outputs` (filled by one untimed pass over the batches), as grid cells sharing "
-    "outputs get them; it is timed for each offline method whose every teacher call the cache can serve (stage "
-    "features only while an epoch of them fits the cache's budget). A row named `(teacher outputs held in "
-    "memory)` does the same for a method whose stage features exceed that budget, with no limit: the grid never "
-    "runs it so, but its `vs_ideal` shows what the step costs beyond its teacher forward (its own loss terms)."
-)
-
-
-def _ideal_target_line(rows: pd.DataFrame, what: str) -> str:
-    missed = rows[rows["ideal_target"] == "not met"]
-    over = (
-        "; over: " + ", ".join(f"{r.method} {r.vs_ideal:.2f}x" for r in missed.itertuples())
-        if len(missed)
-        else ""
-    )
-    return (
-        f"- Every offline method{what} within {IDEAL_TARGET:.2f}x of its ideal step: "
-        f"{'met' if missed.empty else 'not met'} ({len(rows) - len(missed)} of {len(rows)}{over})"
-    )
-
-
-def target_lines(frame: pd.DataFrame) -> list[str]:
-    """The targets, each as met / not met from the rows, for each configuration timed."""
-    return [
-        f"- [{config}] {line[2:]}"
-        for config, rows in frame.groupby("config", sort=False)
-        for line in _config_target_lines(rows)
-    ]
-
-
-def _config_target_lines(frame: pd.DataFrame) -> list[str]:
-    offline = frame[frame["ideal_target"] != ""]
-    served = offline["method"].str.endswith(CACHED_SUFFIX)
-    held = offline["method"].str.endswith(HELD_SUFFIX)
-    lines = [_ideal_target_line(offline[~served & ~held], "")]
-    for rows, suffix in ((served, CACHED_SUFFIX), (held, HELD_SUFFIX)):
-        if rows.any():
-            lines.append(_ideal_target_line(offline[rows], suffix))
-    cached = frame[frame["method"] == "kd" + CACHED_SUFFIX]
-    if cached.empty:
-        lines.append(
-            f"- kd with cached teacher outputs within {CACHED_TARGET:.2f}x of baseline: not measured here"
-        )
-    else:
-        ratio = float(cached["vs_baseline"].iloc[0])
-        lines.append(
-            f"- kd with cached teacher outputs within {CACHED_TARGET:.2f}x of baseline: "
-            f"{'met' if ratio <= CACHED_TARGET else 'not met'} ({ratio:.2f}x)"
-        )
-    return lines
-
-
-def perf_markdown(frame: pd.DataFrame) -> str:
-    """perf.md: what was measured where (from the frame's attrs), the table, the targets, the columns explained."""
-    a = frame.attrs
-    e, s = a["env"], a["settings"]
-    shown = frame.round(DISPLAY_DIGITS)
-    notes = sorted({n for n in frame["note"] if n})
-    lines = [
-        f"# Training-step cost: profile {a['profile']}",
-        "",
-        f"{a['dataset']}, teacher {a['teacher']} → student {a['student']}, batch {a['batch_size']}"
-        f" (training subset {a['train_subset']}). Each method built as its grid cell (seed 0 of the profile),"
-        f" timed in one process on the same {s['steps']} batches: {s['warmup']} untimed warm-up call(s), then the"
-        f" median of {s['repeats']} timed passes; every component timed interleaved with the step. Teachers: "
-        + (
-            f"trained for the bench (not in the teacher cache) for {', '.join(a['teachers_trained'])}"
-            if a["teachers_trained"]
-            else "all loaded from the teacher cache"
-        )
-        + f". Configurations: {', '.join(a['configs'])}. Bench wall time {a['wall_s']:.0f} s.",
-        "",
-        f"Environment: {e['device']} ({e['device_name']}), {e['threads']} threads, torch {e['torch']},"
-        f" Python {e['python']}, kdbench {e['kdbench']}, commit {e['git_commit'] or 'unknown'}.",
-        "",
-        shown.to_markdown(index=False),
-        "",
-        "Targets:",
-        *target_lines(frame),
-        "",
-        COLUMN_NOTES,
-        *(["", "Notes: " + "; ".join(notes) + "."] if notes else []),
-        *(["", "Not run: " + "; ".join(a["not_run"]) + "."] if a["not_run"] else []),
-    ]
-    return "\n".join(lines) + "\n"
-
-
-def write_perf(results_dir: str | Path, frame: pd.DataFrame) -> Path:
-    """Write the bench's frame as `perf.md` (environment, table, targets) and `perf.csv` under `results_dir`,
-    each atomically; returns the Markdown file's path. Notebooks call this with `bench(...)`'s frame."""
-    results_dir = Path(results_dir)
-    atomic_write_text(results_dir / "perf.csv", frame.to_csv(index=False))
-    return atomic_write_text(results_dir / "perf.md", perf_markdown(frame))

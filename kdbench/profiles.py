@@ -4,25 +4,22 @@ A profile names a dataset, teacher/student pairs, seeds, a training budget and t
 cells (one `RunConfig` each): every method on every pair and seed, named control variants, and the robustness
 sweep. The built-in profiles are `PROFILES`; `EXPERIMENTS` are profiles whose cells come from elsewhere
 (`cells_from`, a "module:function" such as the claims' `kdbench.claims:all_cells`) on a grid profile's data
-budget. A user's profile is the same fields in a YAML file (`load_profile`), every field checked and every cell
-resolved (`validate`) before anything trains.
+budget. A user's profile is the same fields in a YAML file (`load_profile`), every field checked
+(`kdbench.profile_yaml`) and every cell resolved (`validate`) before anything trains.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import importlib
-import types
-import typing
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Union
-
-import yaml
+from typing import Any
 
 from kdbench.errors import KdbenchError, unknown
 from kdbench.methods import METHODS, get_method
+from kdbench.profile_yaml import check_fields, check_types, read_grid_file
 from kdbench.runner import RunConfig
 
 
@@ -314,9 +311,6 @@ EXPERIMENTS: dict[str, Profile] = {
     ),
 }
 
-_PAIR_FIELDS = {f.name for f in dataclasses.fields(Pair)}
-_ROBUSTNESS_FIELDS = {f.name for f in dataclasses.fields(Robustness)}
-
 
 def get_profile(name_or_path: str) -> Profile:
     """A built-in profile by name, or a user grid from a YAML file with the same fields."""
@@ -329,86 +323,22 @@ def get_profile(name_or_path: str) -> Profile:
     raise unknown("profile", name_or_path, {**PROFILES, **EXPERIMENTS})
 
 
-def _check_fields(where: str, given: Iterable[str], valid: set[str], required: set[str]) -> None:
-    given = set(given)
-    for name in sorted(given - valid):
-        raise KdbenchError(f"{where}: unknown field {name!r}; valid fields: {', '.join(sorted(valid))}")
-    for name in sorted(required - given):
-        raise KdbenchError(f"{where}: missing required field {name!r}")
-
-
-def _conforms(value: Any, hint: Any) -> bool:
-    """Whether a YAML value fits a field's type hint (a list stands for a tuple, a mapping for a dataclass)."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (Union, types.UnionType):
-        return any(_conforms(value, a) for a in args)
-    if origin is tuple:
-        return isinstance(value, list) and all(_conforms(v, args[0]) for v in value)
-    if origin is dict:
-        return isinstance(value, dict) and all(
-            _conforms(k, args[0]) and _conforms(v, args[1]) for k, v in value.items()
-        )
-    if dataclasses.is_dataclass(hint):
-        fields = typing.get_type_hints(hint)
-        return isinstance(value, dict) and all(
-            _conforms(v, fields[k]) for k, v in value.items() if k in fields
-        )
-    if hint is Any:
-        return True
-    kinds = (int, float) if hint is float else hint
-    return isinstance(value, kinds) and (
-        hint is bool or not isinstance(value, bool)
-    )  # YAML's true is no number
-
-
-def _describe(hint: Any) -> str:
-    """A type hint in a YAML file's words."""
-    origin, args = typing.get_origin(hint), typing.get_args(hint)
-    if origin in (Union, types.UnionType):
-        return " or ".join("null" if a is type(None) else _describe(a) for a in args)
-    if origin is tuple:
-        return f"a list of {_describe(args[0]).replace('a mapping', 'mappings', 1)}"
-    if origin is dict:
-        return f"a mapping of {_describe(args[0])} to {_describe(args[1])}"
-    if dataclasses.is_dataclass(hint):
-        return f"a mapping with fields {', '.join(f.name for f in dataclasses.fields(hint))}"
-    return "anything" if hint is Any else hint.__name__
-
-
 def load_profile(path: str | Path) -> Profile:
     """Read a grid YAML file (fields as `Profile`); every field is checked before anything runs."""
     path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except OSError as exc:
-        raise KdbenchError(f"cannot read grid file {path}: {exc.strerror}") from None
-    except yaml.YAMLError as exc:
-        raise KdbenchError(f"grid file {path} is not valid YAML: {str(exc).splitlines()[0]}") from None
-    if not isinstance(raw, dict):
-        raise KdbenchError(f"grid file {path} must hold a mapping of profile fields")
-    fields = {f.name: f for f in dataclasses.fields(Profile)}
-    required = {
-        n
-        for n, f in fields.items()
-        if f.default is dataclasses.MISSING
-        and f.default_factory is dataclasses.MISSING
-        and n not in ("name", "description")
-    }
-    _check_fields(str(path), raw, set(fields), required)
-    hints = typing.get_type_hints(Profile)
-    for name, value in raw.items():
-        if not _conforms(value, hints[name]):
-            raise KdbenchError(f"{path}: field {name!r} must be {_describe(hints[name])}, got {value!r}")
+    raw = read_grid_file(path)
+    check_fields(str(path), raw, Profile, optional=("name", "description"))
+    check_types(str(path), raw, Profile)
     try:
         pairs = []
         for i, p in enumerate(raw["pairs"]):
-            _check_fields(f"{path}: pairs[{i}]", p, _PAIR_FIELDS, {"teacher", "student"})
+            check_fields(f"{path}: pairs[{i}]", p, Pair)
             pairs.append(
                 Pair(**{**p, "methods": tuple(p["methods"]) if p.get("methods") is not None else None})
             )
         rob = raw.get("robustness")
         if rob is not None:
-            _check_fields(f"{path}: robustness", rob, _ROBUSTNESS_FIELDS, set())
+            check_fields(f"{path}: robustness", rob, Robustness)
             rob = Robustness(**{k: None if v is None else tuple(v) for k, v in rob.items()})
         profile = Profile(
             **{

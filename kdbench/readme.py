@@ -9,8 +9,10 @@ from pathlib import Path
 import pandas as pd
 
 from kdbench import profiles, tables
+from kdbench.frame import load_frame
 from kdbench.methods import catalogue
 from kdbench.results import atomic_write_text
+from kdbench.results_index import provenance_lines
 
 
 def methods_section() -> str:
@@ -64,7 +66,7 @@ def table4_section(results_dir: Path) -> str:
     if not path.exists():
         return _no_results(results_dir)
     table = pd.read_csv(path).astype(object).fillna("—")
-    source = [f"- {line}" for line in tables.provenance_lines(results_dir, tables.load_frame(results_dir))]
+    source = [f"- {line}" for line in provenance_lines(results_dir, load_frame(results_dir))]
     cite = tables.survey_source()
     link = f"results/{results_dir.name}/tables/table4.md"
     return "\n".join(

@@ -8,10 +8,11 @@ import pandas as pd
 import pytest
 
 from kdbench import results
-from kdbench.bench import bench, features_fit_output_cache, write_perf
+from kdbench.bench import bench, features_fit_output_cache
 from kdbench.cli import main
 from kdbench.engine import RECIPES, Recipe
 from kdbench.models import create_model
+from kdbench.perf_report import target_lines, write_perf
 from kdbench.timing import Settings
 from tests.helpers import tiny_profile
 
@@ -148,4 +149,4 @@ def test_features_over_budget_get_a_held_row_not_a_cached_one(tmp_path):
         and held["ideal_target"] in ("met", "not met")
     )
     assert "exceeds the output cache's budget" in frame.loc["fitnet", "note"]
-    assert "(teacher outputs held in memory) within" in "\n".join(bench_module.target_lines(frame))
+    assert "(teacher outputs held in memory) within" in "\n".join(target_lines(frame))

@@ -19,7 +19,7 @@ import nbformat
 import pytest
 import torch
 
-from kdbench import cli, grid, notebooks, profiles, sanity
+from kdbench import cli, cli_options, cli_parser, grid, notebooks, profiles, sanity
 from kdbench.data import DATASETS, catalog
 from kdbench.engine import RECIPES
 from kdbench.errors import KdbenchError, KdbenchWarning
@@ -82,7 +82,7 @@ def test_version(capsys):
 
 
 def subparsers() -> dict[str, argparse.ArgumentParser]:
-    action = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    action = next(a for a in cli_parser.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     return action.choices
 
 
@@ -216,7 +216,7 @@ def test_data_lives_under_the_cache_unless_told(tmp_path, monkeypatch):
 def test_data_root_option_sets_the_dataset_folder(tmp_path, monkeypatch):
     monkeypatch.setenv("KDBENCH_DATA", "elsewhere")
     for command in ("run", "grid", "bench"):
-        args = cli.build_parser().parse_args(
+        args = cli_parser.build_parser().parse_args(
             [
                 command,
                 "--data-root",
@@ -225,7 +225,7 @@ def test_data_root_option_sets_the_dataset_folder(tmp_path, monkeypatch):
             ]
         )
         assert args.data_root == str(tmp_path)
-    cli.use_data_root(str(tmp_path / "data"))
+    cli_options.use_data_root(str(tmp_path / "data"))
     assert catalog.default_root() == tmp_path / "data"
 
 
@@ -241,7 +241,7 @@ def test_yaml_grid_has_one_results_folder_from_every_entry_point(tmp_path, resul
     )
     assert cli.main(["grid", "--grid", str(path), "--quiet"]) == 0
     monkeypatch.setattr(run_all, "run_notebooks", lambda *a, **kw: None)
-    monkeypatch.setattr(run_all.tables, "write_index", lambda *a, **kw: None)  # no records to index
+    monkeypatch.setattr(run_all.results_index, "write_index", lambda *a, **kw: None)  # no records to index
     assert run_all.main(["--profile", str(path)]) == 0
     assert seen == [results / "mine", (results / "mine").resolve()]
 
@@ -250,7 +250,7 @@ def test_results_index_lists_committed_profiles_only(results, monkeypatch, run_a
     monkeypatch.setattr(run_all, "run_job", lambda *a, **kw: {"ok": 0, "failed": 0, "busy": 0, "skipped": 0})
     monkeypatch.setattr(run_all, "run_notebooks", lambda *a, **kw: None)
     monkeypatch.setattr(profiles, "validate", lambda spec: None)
-    monkeypatch.setattr(run_all.tables, "write_index", lambda *a, **kw: None)  # no records to index
+    monkeypatch.setattr(run_all.results_index, "write_index", lambda *a, **kw: None)  # no records to index
     assert run_all.main(["--profile", "smoke"]) == 0
     assert (results / "smoke" / "run.json").exists() and not (results / "README.md").exists()
     assert run_all.main(["--profile", "cpu"]) == 0

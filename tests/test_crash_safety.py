@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 from kdbench import grid, profiles, results, tables
+from kdbench.frame import load_frame
 from kdbench.locks import Claim
 from tests.helpers import grid_argv, grid_yaml
 
@@ -176,7 +177,7 @@ def test_failing_cells_are_recorded_and_shown_while_the_grid_goes_on(tmp_path, m
         profile, tmp_path / "out", device="cpu", cache_dir=tmp_path / "cache", progress=False
     )
     assert counts["failed"] == 4 and counts["ok"] == 2  # both kd and both fitnet cells failed; baseline ran
-    df = tables.load_frame(tmp_path / "out")
+    df = load_frame(tmp_path / "out")
     failed = tables.failed_table(df)
     assert set(failed["method"]) == {"kd", "fitnet"}
     kd = failed[failed["method"] == "kd"]

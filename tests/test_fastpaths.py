@@ -12,12 +12,13 @@ import torch
 
 import kdbench.bench as bench_module
 from kdbench import env, fastpaths
-from kdbench.bench import CONFIGS, bench, runnable_configs, target_lines
+from kdbench.bench import CONFIGS, bench, runnable_configs
 from kdbench.cli import main
 from kdbench.engine import RECIPES, Recipe, get_recipe, optimizers, train_step
 from kdbench.errors import KdbenchError
 from kdbench.methods import get_method
 from kdbench.models import create_model
+from kdbench.perf_report import perf_markdown, target_lines
 from kdbench.runner import RunConfig, run
 from kdbench.timing import Settings
 from tests.conftest import make_setup
@@ -222,7 +223,7 @@ def test_bench_times_every_config_and_reports_what_cannot_run(tmp_path, monkeypa
         assert rows.set_index("method").loc["baseline", "vs_baseline"] == 1.0
     lines = target_lines(frame)
     assert any(line.startswith("- [fp32 channels_last] Every offline method") for line in lines)
-    text = bench_module.perf_markdown(frame)
+    text = perf_markdown(frame)
     header = next(line for line in text.splitlines() if line.startswith("|"))
     assert "config" in header and "Not run: baseline in bf16 channels_last" in text
     with pytest.raises(KdbenchError, match="no method could be timed in bf16 channels_last: baseline in"):

@@ -10,8 +10,9 @@ import pandas as pd
 import pytest
 
 import run_all
-from kdbench import grid, notebooks, profiles, readme, results, tables
+from kdbench import grid, notebooks, profiles, readme, results, results_index, tables
 from kdbench.errors import KdbenchError
+from kdbench.frame import load_frame
 from kdbench.methods import METHODS, TECHNIQUES
 from tests.helpers import grid_yaml
 
@@ -166,14 +167,14 @@ def test_run_all_smoke_end_to_end(tmp_path):
     for name in notebooks.NOTEBOOKS:
         nb = nbformat.read(out / "notebooks" / f"{name}.ipynb", as_version=4)
         assert not [o for c in nb.cells for o in c.get("outputs", []) if o.get("output_type") == "error"]
-    robust = tables.robustness_table(tables.load_frame(out))
+    robust = tables.robustness_table(load_frame(out))
     assert set(robust["label noise"]) == {0.0, 0.2} and set(robust["imbalance ratio"]) == {1.0, 10.0}
     # one seed per setting: in a one-epoch plumbing check it may have collapsed to chance, counted apart
     assert (robust["seeds"] + robust["collapsed"] == 1).all()
     assert "nan" not in (out / "tables" / "robustness.md").read_text()
     table4 = (out / "tables" / "table4.md").read_text()
     assert all(t in table4 for t in TECHNIQUES)
-    for fig in tables.INDEX_TEXT:
+    for fig in results_index.INDEX_TEXT:
         assert (out / fig).exists(), fig
     assert json.loads((out / "run.json").read_text())["profile"] == "smoke"
     assert not [p for p in out.rglob("*") if ".partial." in p.name or p.name.endswith(".tmp")]
@@ -194,7 +195,7 @@ def test_companion_profiles_describe_their_runs_beside_the_main_one():
     ids = [c.cell_id() for c in profiles.all_cells(cpu)[:3]] + [profiles.all_cells(sweep)[0].cell_id()]
     stamps = ["2026-01-01T10:00:00+0000", "2026-01-01T10:01:00+0000", "2026-01-01T10:02:00+0000"]
     df = pd.DataFrame({"cell_id": ids, "finished_at": [*stamps, "2026-01-01T10:03:00+0000"]})
-    cpu_line, sweep_line = tables.compute_lines(Path("results") / "cpu", df)
+    cpu_line, sweep_line = results_index.compute_lines(Path("results") / "cpu", df)
     assert cpu_line.startswith("`cpu` profile: 3.0 min of cell computation for 3 cells")
     assert sweep_line.startswith("`robustness` profile's own cells: 0.0 min of cell computation for 1 cells")
 
@@ -213,5 +214,5 @@ def test_the_claims_computation_time_leaves_out_records_copied_from_the_cpu_grid
             ],
         }
     )
-    (line,) = tables.compute_lines(tmp_path / "claims", df)
+    (line,) = results_index.compute_lines(tmp_path / "claims", df)
     assert line.startswith("`claims` profile: 2.0 min of cell computation for 2 cells in 1 invocation(s)")

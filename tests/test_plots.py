@@ -9,7 +9,16 @@ import pytest
 from matplotlib.colors import to_rgba
 from matplotlib.lines import Line2D
 
-from kdbench import plots, tables
+from kdbench import plots, run_figures
+from kdbench.figure_style import (
+    REFERENCE_COLOUR,
+    REFERENCE_GID,
+    ci_errors,
+    ci_text,
+    method_colour,
+    references,
+)
+from kdbench.frame import _prepare, load_frame
 from tests.test_tables import fake_records, record, write_results
 
 
@@ -26,7 +35,7 @@ def noise_sweep() -> list[dict]:
 
 @pytest.fixture(scope="module")
 def frame(tmp_path_factory):
-    return tables.load_frame(write_results(tmp_path_factory.mktemp("fake"), fake_records() + noise_sweep()))
+    return load_frame(write_results(tmp_path_factory.mktemp("fake"), fake_records() + noise_sweep()))
 
 
 @pytest.fixture(scope="module")
@@ -46,7 +55,7 @@ def with_gid(fig: plt.Figure, gid: str) -> list:
 
 
 def test_every_figure_has_a_title_with_records_and_without(figures, tmp_path):
-    empty = tables.load_frame(tmp_path / "nothing")
+    empty = load_frame(tmp_path / "nothing")
     for name, make in plots.FIGURES.items():
         assert title(figures[name]).strip(), name
         fig = make(empty)
@@ -61,31 +70,31 @@ def test_a_method_has_one_colour_in_every_figure(figures):
     }
     drawn = {name: c for name, c in colours.items() if c}
     assert {"accuracy_vs_size", "boost_vs_overhead", "epoch_curves", "robustness"} <= set(drawn)
-    assert all(c == {to_rgba(plots.method_colour("kd"))} for c in drawn.values()), drawn
-    assert plots.method_colour("kd") != plots.method_colour("dkd") != plots.REFERENCE_COLOUR
+    assert all(c == {to_rgba(method_colour("kd"))} for c in drawn.values()), drawn
+    assert method_colour("kd") != method_colour("dkd") != REFERENCE_COLOUR
 
 
 def test_references_are_drawn_as_references_and_not_on_the_front(figures, frame):
     for name in ("accuracy_vs_size", "boost_vs_overhead", "epoch_curves", "robustness"):
-        refs = with_gid(figures[name], plots.REFERENCE_GID)
+        refs = with_gid(figures[name], REFERENCE_GID)
         assert refs and all(
-            to_rgba(a.get_color()) == to_rgba(plots.REFERENCE_COLOUR) for a in refs if isinstance(a, Line2D)
+            to_rgba(a.get_color()) == to_rgba(REFERENCE_COLOUR) for a in refs if isinstance(a, Line2D)
         ), name
         labels = [
             t.get_text() for ax in figures[name].axes if ax.get_legend() for t in ax.get_legend().get_texts()
         ]
         assert any("reference" in label for label in labels), name
     points = plots._method_points(frame, "deployable_bytes")
-    front = plots._pareto(points[~plots.references(points["method"])], "cost", "mean")
-    assert len(front) and not plots.references(front["method"]).any()
+    front = plots._pareto(points[~references(points["method"])], "cost", "mean")
+    assert len(front) and not references(front["method"]).any()
     assert {"baseline", "qat"} <= set(points["method"])  # drawn, as references
 
 
 def test_error_bars_stay_in_range_and_say_what_they_are(frame):
-    errors = plots._ci_errors(pd.Series([99.0, 1.0, 50.0]), pd.Series([5.0, 5.0, float("nan")]), 0, 100)
+    errors = ci_errors(pd.Series([99.0, 1.0, 50.0]), pd.Series([5.0, 5.0, float("nan")]), 0, 100)
     assert errors.tolist() == [[5.0, 1.0, 0.0], [1.0, 5.0, 0.0]]
-    assert plots._ci_text(pd.Series([1, 1])) == "single seed, no CI"
-    assert "95% CI" in plots._ci_text(pd.Series([3, 3]))
+    assert ci_text(pd.Series([1, 1])) == "single seed, no CI"
+    assert "95% CI" in ci_text(pd.Series([3, 3]))
     one = frame[frame["seed"] == 0]
     fig = plots.accuracy_vs_cost(one, "deployable_bytes", "size", "t")
     assert "single seed" in fig.axes[0].get_ylabel() and "95%" not in fig.axes[0].get_ylabel()
@@ -109,13 +118,13 @@ def test_epoch_curves_show_baseline_and_one_method_per_technique(figures, frame)
     labels = {line.get_label() for line in fig.axes[0].lines}
     # kd stands for response-based KD, fitnet for feature-based, dml (teacher-free) for online distillation
     assert {"baseline (reference)", "kd", "fitnet", "dml"} <= labels and "dkd" not in labels
-    renamed = tables._prepare(
+    renamed = _prepare(
         frame.drop(columns="epoch_top1").assign(curve_top1=frame["epoch_top1"], curve_test_images=1000)
     )
-    again = plots.epoch_curves(renamed)  # the runner's field name for the same curve
+    again = run_figures.epoch_curves(renamed)  # the runner's field name for the same curve
     assert len(again.axes) == 2 and "on 1000 test images" in again.axes[0].get_ylabel()
     plt.close(again)
-    without = plots.epoch_curves(frame.drop(columns="epoch_top1"))
+    without = run_figures.epoch_curves(frame.drop(columns="epoch_top1"))
     assert "no per-epoch accuracy" in without.axes[0].texts[0].get_text()
     plt.close(without)
 
@@ -124,8 +133,8 @@ def test_epoch_curves_leave_out_runs_in_phases(tmp_path):
     """A lifelong run's curve has a point per epoch of every task: it has its own figure, and here it would
     stretch the epoch axis of every other curve."""
     phased = [record("lwf", seed, None, 30.0) | {"epoch_top1": [30.0] * 12} for seed in (0, 1)]
-    frame = tables.load_frame(write_results(tmp_path, fake_records() + phased))
-    fig = plots.epoch_curves(frame)
+    frame = load_frame(write_results(tmp_path, fake_records() + phased))
+    fig = run_figures.epoch_curves(frame)
     labels = {line.get_label() for ax in fig.axes for line in ax.lines}
     assert "kd" in labels and "lwf" not in labels
     assert all(ax.get_xlim()[1] < 12 for ax in fig.axes)

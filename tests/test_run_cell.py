@@ -4,7 +4,9 @@ import json
 
 import pytest
 
-from kdbench.cli import build_parser, main, run_config
+from kdbench.cli import main
+from kdbench.cli_commands import run_config
+from kdbench.cli_parser import build_parser
 from kdbench.profiles import all_cells, get_profile
 from kdbench.results import read_record, record_path
 from tests.helpers import grid_yaml

@@ -13,6 +13,7 @@ import pandas as pd
 import pytest
 
 from kdbench import readme, stats, tables
+from kdbench.frame import load_frame, main_setting, with_reference
 from kdbench.methods import METHODS, TECHNIQUES
 from kdbench.record import current_code_version
 
@@ -100,7 +101,7 @@ def write_results(folder: Path, records: list[dict]) -> Path:
 
 @pytest.fixture
 def frame(tmp_path):
-    return tables.load_frame(write_results(tmp_path / "fake", fake_records()))
+    return load_frame(write_results(tmp_path / "fake", fake_records()))
 
 
 def test_t_critical_is_exact_for_integer_df():
@@ -140,7 +141,7 @@ def test_teacher_free_copies_count_once(frame):
 
 
 def test_boost_joins_the_reference_whatever_the_teacher(frame):
-    joined = tables.with_reference(tables.main_setting(frame))
+    joined = with_reference(main_setting(frame))
     kd = joined[joined["method"] == "kd"]
     assert len(kd) == len(SEEDS) * len(PAIRS)  # the stale record is not among them
     assert sorted(kd.groupby("pair")["boost"].mean().round(6)) == [2.0, 4.0]
@@ -151,8 +152,8 @@ def test_boost_joins_the_reference_whatever_the_teacher(frame):
 def test_a_later_reference_run_replaces_an_earlier_one(tmp_path):
     rerun = record("baseline", 0, None, 70.0, finished_at="2026-11-25T00:00:00+0000")
     rerun["config"]["recipe"] = {"lr": 0.05}  # not a copy: another run of the same reference cell
-    df = tables.load_frame(write_results(tmp_path / "rerun", [*fake_records(), rerun]))
-    joined = tables.with_reference(tables.main_setting(df))
+    df = load_frame(write_results(tmp_path / "rerun", [*fake_records(), rerun]))
+    joined = with_reference(main_setting(df))
     kd = joined[(joined["method"] == "kd") & (joined["seed"] == 0)]
     assert len(kd) == len(PAIRS) and (kd["ref_top1"] == 70.0).all()
 
@@ -162,7 +163,7 @@ def test_technique_n_counts_seeds_not_methods_or_pairs(frame):
     response = table.loc["Response-Based KD"]  # kd and dkd on two pairs: 12 runs, 3 seeds
     assert response["seeds"] == len(SEEDS) and response["runs"] == 12
     # per seed: the mean over (kd, dkd) on each pair, then over pairs; every seed gives (3.0 + 2.0 ... ) / 4
-    joined = tables.with_reference(tables.main_setting(frame))
+    joined = with_reference(main_setting(frame))
     per_seed = tables.per_seed(joined.query("method in ['kd', 'dkd']"), "boost")
     assert list(per_seed.index) == list(SEEDS) and per_seed.round(6).eq(2.5).all()
     assert response["boost pooled (pts, 95% CI)"] == "+2.50 ± 0.00"
@@ -180,7 +181,7 @@ def test_stale_failed_and_collapsed_runs_are_counted_and_left_out(frame):
 
 def test_single_seed_says_so(tmp_path):
     one = [r for r in fake_records() if r["seed"] == 0 and not r.get("stale")]
-    df = tables.load_frame(write_results(tmp_path / "one", one))
+    df = load_frame(write_results(tmp_path / "one", one))
     row = tables.method_table(df).set_index(["method", "pair"]).loc[("kd", "vgg8→resnet8")]
     assert row["boost (pts, 95% CI)"] == "+4.00 (single seed)" and "single seed" in row["top-1 (%)"]
 
@@ -228,7 +229,7 @@ def test_table4_marks_agreement_and_readme_counts_it(frame, tmp_path):
 
 
 def test_empty_frame_gives_empty_tables(tmp_path):
-    df = tables.load_frame(tmp_path / "nothing")
+    df = load_frame(tmp_path / "nothing")
     assert df.empty and tables.method_table(df).empty and tables.robustness_table(df).empty
     assert tables.failed_table(df).empty and len(tables.table4(df)) == len(TECHNIQUES)
     assert len(tables.catalogue_table(df)) == len(METHODS)

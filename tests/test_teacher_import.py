@@ -19,7 +19,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from kdbench import runner
-from kdbench.cli import build_parser, main
+from kdbench.cli import main
+from kdbench.cli_parser import build_parser
 from kdbench.data import DATASETS, TensorData
 from kdbench.errors import KdbenchError
 from kdbench.runner import get_teacher, teacher_key

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from kdbench import teacher_outputs
-from kdbench.cli import build_parser
+from kdbench.cli_parser import build_parser
 from kdbench.data import BatchStream
 from kdbench.methods import get_method
 from kdbench.models import create_model

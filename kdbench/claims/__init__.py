@@ -26,11 +26,7 @@ record whose teacher outputs came from the cache has its time ignored by the cos
 import importlib
 import pkgutil
 
-import matplotlib
-
-matplotlib.use("Agg")  # files, not windows
-
-from kdbench.claims.core import (  # noqa: E402
+from kdbench.claims.core import (
     INCONCLUSIVE,
     NOT_SUPPORTED,
     REGISTRY,
@@ -50,7 +46,7 @@ from kdbench.claims.core import (  # noqa: E402
     verdict,
     write_report,
 )
-from kdbench.claims.frames import ci_text  # noqa: E402
+from kdbench.claims.frames import ci_text
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")

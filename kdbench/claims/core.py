@@ -17,6 +17,8 @@ from kdbench import plots, tables
 from kdbench.claims.frames import measured
 from kdbench.claims.steptime import Timing, measure_timings, timing_frame
 from kdbench.errors import unknown
+from kdbench.figure_style import empty_figure
+from kdbench.frame import load_frame
 from kdbench.grid import results_dir_for, run_grid
 from kdbench.profiles import EXPERIMENTS, Profile, get_profile
 from kdbench.results import atomic_write_text
@@ -162,7 +164,7 @@ class Claim:
     def evaluate(self, df: pd.DataFrame, b: Budget) -> tuple[Finding, plt.Figure]:
         frame = self.frame(df, b)
         if frame.empty or not frame["recorded"].any():
-            return Finding(pd.Series(dtype=float), pd.DataFrame()), plots._empty(f"claim {self.number}")
+            return Finding(pd.Series(dtype=float), pd.DataFrame()), empty_figure(f"claim {self.number}")
         fig = self.draw(frame)
         fig.suptitle(f"{self.number}. {' / '.join(self.techniques)}: {self.survey}", fontsize=9)
         fig.tight_layout()
@@ -296,7 +298,7 @@ def write_report(results_dir: str | Path, profile: Profile | str = "claims") -> 
     records in results_dir and written atomically. Returns the Markdown path."""
     profile = get_profile(profile) if isinstance(profile, str) else profile
     results_dir = Path(results_dir)
-    df = tables.load_frame(results_dir)
+    df = load_frame(results_dir)
     summary, findings, figures = report(df, profile)
     for claim in get_claims():
         plots.save(figures[claim.number], results_dir / "figures" / claim.figure_name)
