@@ -142,6 +142,8 @@ def _prepare(df: pd.DataFrame) -> pd.DataFrame:
         + "→"
         + df["student"].astype(str).str.replace("cifar_", "")
     )
+    if df["epochs"].nunique() > 1:  # pairs of one folder train for different lengths: a pair names its own
+        df["pair"] = df["pair"] + df["epochs"].map(lambda e: f", {int(e)} epochs" if pd.notna(e) else "")
     df["label"] = df["method"].where(df["variant"] == "", df["method"] + " (" + df["variant"] + ")")
     df.attrs["copies_dropped"] = before - len(df)
     return df.reset_index(drop=True)
@@ -242,9 +244,11 @@ def _plain_student_params(ok: pd.DataFrame) -> pd.Series:
     return ok["student"].map(sizes).astype(float)
 
 
-def on_pair(df: pd.DataFrame, teacher: str | None, student: str) -> pd.DataFrame:
-    """The runs that belong to a teacher→student pair: its own, and the student's teacher-free runs."""
-    return df[(df["student"] == student) & ((df["teacher"] == teacher) | df["teacher_free"])]
+def on_pair(df: pd.DataFrame, teacher: str | None, student: str, epochs: int | None = None) -> pd.DataFrame:
+    """The runs that belong to a teacher→student pair: its own, and the student's teacher-free runs; of the
+    pair's schedule (`epochs`), when given, as a pair may train its students longer than the others."""
+    runs = df[(df["student"] == student) & ((df["teacher"] == teacher) | df["teacher_free"])]
+    return runs if epochs is None else runs[runs["epochs"] == epochs]
 
 
 def swept(df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
@@ -256,5 +260,5 @@ def swept(df: pd.DataFrame) -> tuple[pd.DataFrame, str]:
         return ok[:0], ""
     first = cells.sort_values("teacher_free").iloc[0]  # a pair with a teacher, when the sweep has one
     teacher = None if first["teacher_free"] else first["teacher"]
-    runs = on_pair(ok, teacher, first["student"])
+    runs = on_pair(ok, teacher, first["student"], first["epochs"])
     return runs[runs["method"].isin(set(cells["method"])) & (runs["variant"] == "")], first["pair"]

@@ -153,5 +153,8 @@ def write_results_index(root: str | Path, profiles: Iterable[str] | None = None)
 OTHER_RESULTS = {
     "design": "the measurements the `cpu` profile was designed from (`benchmarks/cpu_profile_design.py`)",
     "perf": "kdbench's KD epoch against a reference-style PyTorch loop (`benchmarks/kd_epoch_vs_reference.py`)",
-    "archive": "earlier runs, kept unchanged for comparison; their records are stale (older code and profile)",
+    "archive": "earlier runs, kept unchanged for comparison; their records are stale (older code and profile): "
+    "`cpu-4-epochs` and `claims-4-epochs`, the first budget's runs; `cpu-superseded`, the `cpu` records that a "
+    "later profile or method replaced (the different-family pair at 10 epochs, the lifelong runs before the "
+    "warm-up step)",
 }

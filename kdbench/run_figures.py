@@ -186,16 +186,21 @@ def epoch_curves(df: pd.DataFrame) -> plt.Figure:
     if "epoch_top1" not in df or df["epoch_top1"].isna().all():
         return figure_style.empty_figure(title, "no per-epoch accuracy in these records")
     ok = usable(main_setting(df))
-    ok = ok[ok["epoch_top1"].map(lambda v: isinstance(v, list) and len(v) > 0)]
-    # one point per epoch of one training run; a run in phases (lifelong: a curve per task) has its own figure
-    ok = ok[[len(curve) == epochs for curve, epochs in zip(ok["epoch_top1"], ok["epochs"], strict=True)]]
-    pairs = ok[~ok["teacher_free"]][["teacher", "student", "pair"]].drop_duplicates().sort_values("pair")
+    # one point per epoch of one training run; a run in phases (lifelong: a curve per task) has its own figure.
+    # A boolean array, not a list: an empty list would select no columns rather than no rows.
+    whole = [isinstance(c, list) and len(c) == e for c, e in zip(ok["epoch_top1"], ok["epochs"], strict=True)]
+    ok = ok[np.array(whole, dtype=bool)]
+    pairs = (
+        ok[~ok["teacher_free"]][["teacher", "student", "epochs", "pair"]]
+        .drop_duplicates()
+        .sort_values("pair")
+    )
     if pairs.empty:
         return figure_style.empty_figure(title, "no per-epoch accuracy in these records")
     shown = ["baseline", *representatives(set(ok["method"]))]
     fig, axes = plt.subplots(1, len(pairs), figsize=(5.5 * len(pairs) + 2, 4.5), squeeze=False, sharey=True)
     for ax, (_, p) in zip(axes[0], pairs.iterrows(), strict=True):
-        runs = on_pair(ok, p["teacher"], p["student"])
+        runs = on_pair(ok, p["teacher"], p["student"], p["epochs"])
         for method in shown:
             curves = runs[runs["method"] == method]["epoch_top1"].tolist()
             if curves:

@@ -139,3 +139,11 @@ def test_epoch_curves_leave_out_runs_in_phases(tmp_path):
     assert "kd" in labels and "lwf" not in labels
     assert all(ax.get_xlim()[1] < 12 for ax in fig.axes)
     plt.close(fig)
+
+
+def test_epoch_curves_without_a_usable_run_say_so(tmp_path):
+    """Every run collapsed (a one-epoch plumbing grid, say): an empty figure that says why, not an error."""
+    collapsed = [record(m, 0, t, 10.5) for m, t in (("baseline", None), ("kd", "cifar_resnet20"))]
+    fig = run_figures.epoch_curves(load_frame(write_results(tmp_path, collapsed)))
+    assert "no per-epoch accuracy" in fig.axes[0].texts[0].get_text()
+    plt.close(fig)

@@ -13,7 +13,7 @@ import pandas as pd
 import pytest
 
 from kdbench import readme, stats, tables
-from kdbench.frame import load_frame, main_setting, with_reference
+from kdbench.frame import load_frame, main_setting, on_pair, with_reference
 from kdbench.methods import METHODS, TECHNIQUES
 from kdbench.record import current_code_version
 
@@ -147,6 +147,27 @@ def test_boost_joins_the_reference_whatever_the_teacher(frame):
     assert sorted(kd.groupby("pair")["boost"].mean().round(6)) == [2.0, 4.0]
     qkd = joined[joined["method"] == "qkd"]
     assert qkd["ref_top1"].notna().all()  # against qat, on the same student and seed
+
+
+def test_a_pair_trained_longer_is_its_own_pair_with_its_own_reference(tmp_path):
+    """A folder whose second pair trains for 8 epochs: that pair's runs, and the student alone at 8 epochs, are
+    named with their length, and each boost is over the reference of the same length."""
+    records = []
+    for seed in SEEDS:
+        records += [record("baseline", seed, None, 60.0), record("kd", seed, PAIRS[0][0], 62.0)]
+        longer = {"epochs": 8, "epoch_top1": [70.0] * 8, "copy": 1}
+        records += [
+            record("baseline", seed, None, 70.0, **longer),
+            record("kd", seed, PAIRS[1][0], 71.0, **longer),
+        ]
+    df = load_frame(write_results(tmp_path / "two-lengths", records))
+    table = tables.method_table(df).set_index(["method", "pair"])
+    assert table.loc[("baseline", "—→resnet8, 4 epochs"), "top-1 (%)"].startswith("60.00")
+    assert table.loc[("baseline", "—→resnet8, 8 epochs"), "top-1 (%)"].startswith("70.00")
+    assert table.loc[("kd", "resnet20→resnet8, 4 epochs"), "boost (pts, 95% CI)"].startswith("+2.00")
+    assert table.loc[("kd", "vgg8→resnet8, 8 epochs"), "boost (pts, 95% CI)"].startswith("+1.00")
+    runs = on_pair(df, PAIRS[1][0], PAIRS[1][1], 8)
+    assert set(runs["epochs"]) == {8} and set(runs["method"]) == {"baseline", "kd"}
 
 
 def test_a_later_reference_run_replaces_an_earlier_one(tmp_path):
