@@ -159,17 +159,16 @@ def _grid_cell(cell_id: str, profile_name: str, precision: str) -> RunConfig:
 
 
 def _check_dataset(name: str) -> None:
-    from kdbench.data import DATASETS
-    from kdbench.errors import check_choice
+    from kdbench.data import dataset_info
 
-    check_choice("dataset", name, DATASETS)
+    dataset_info(name)
 
 
 def grid_command(args: argparse.Namespace) -> int:
     from kdbench.grid import results_dir_for, run_grid
-    from kdbench.profiles import all_cells, get_profile, validate
+    from kdbench.profiles import all_cells, get_profile, on_dataset, validate
 
-    profile = get_profile(args.grid or args.profile)
+    profile = on_dataset(get_profile(args.grid or args.profile), args.dataset)
     validate(profile)
     cells = [dataclasses.replace(cfg, precision=args.precision) for cfg in all_cells(profile)]
     if args.list:
@@ -230,10 +229,11 @@ def bench_command(args: argparse.Namespace) -> int:
     from kdbench.env import resolve_device
     from kdbench.grid import results_dir_for
     from kdbench.perf_report import write_perf
-    from kdbench.profiles import get_profile
+    from kdbench.profiles import get_profile, on_dataset, validate
     from kdbench.timing import Settings
 
-    profile = get_profile(args.grid or args.profile)
+    profile = on_dataset(get_profile(args.grid or args.profile), args.dataset)
+    validate(profile)
     methods = [m for arg in args.methods for m in arg.split(",") if m]
     configs = runnable_configs(resolve_device(args.device), args.precision, args.memory_format)
     frame = bench(

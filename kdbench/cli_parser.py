@@ -72,6 +72,15 @@ def _add_profile(p: argparse.ArgumentParser, what: str) -> None:
     )
 
 
+def _add_dataset_override(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--dataset",
+        metavar="NAME",
+        help="run the profile on this dataset instead of its own (e.g. synthetic:cifar100: no files needed); "
+        "its records go to results/<profile>-<dataset>",
+    )
+
+
 def _no_output_cache(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--no-output-cache",
@@ -135,7 +144,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         help="teacher architecture (repeat or comma-separate for methods with several), as --student",
     )
-    p.add_argument("--dataset", default="fashion-mnist", help=f"{', '.join(DATASETS)} (default: %(default)s)")
+    p.add_argument(
+        "--dataset",
+        default="fashion-mnist",
+        help=f"{', '.join(DATASETS)}, or synthetic:<one of them> (its shape, images made from a seed: no files "
+        "needed) (default: %(default)s)",
+    )
     p.add_argument("--seed", type=int, default=0, help="the student's seed (default: %(default)s)")
     p.add_argument(
         "--teacher-seed",
@@ -202,6 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("grid", help="run (or resume) every cell of a profile")
     _add_profile(p, "the grid to run")
+    _add_dataset_override(p)
     p.add_argument(
         "--executor",
         help=f"{', '.join(EXECUTORS)}: one cell after another (default), a pool on this "
@@ -238,6 +253,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="time each method's training step against baseline and its ideal step")
     _add_profile(p, "its first pair, batch size and data")
+    _add_dataset_override(p)
     p.add_argument(
         "--methods",
         action="append",

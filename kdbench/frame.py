@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from kdbench import results
-from kdbench.data.catalog import DATASETS
+from kdbench.data.catalog import dataset_info, dataset_names
 from kdbench.methods import METHODS
 from kdbench.stats import is_collapsed
 
@@ -150,8 +150,9 @@ def _prepare(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _collapsed(top1: float, dataset: str) -> bool:
-    info = DATASETS.get(dataset)
-    return bool(info) and is_collapsed(top1, info.num_classes)
+    if dataset not in dataset_names():
+        return False
+    return is_collapsed(top1, dataset_info(dataset).num_classes)
 
 
 def _drop_copies(df: pd.DataFrame) -> pd.DataFrame:

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kdbench.data.catalog import SYNTHETIC
 from kdbench.errors import KdbenchError, unknown
 from kdbench.methods import METHODS, get_method
 from kdbench.profile_yaml import check_fields, check_types, read_grid_file
@@ -334,6 +335,21 @@ def get_profile(name_or_path: str) -> Profile:
     raise unknown("profile", name_or_path, {**PROFILES, **EXPERIMENTS})
 
 
+def on_dataset(profile: Profile, dataset: str | None) -> Profile:
+    """`profile` with another dataset (None: unchanged), under a name of its own so its records go to a folder of
+    their own; on a synthetic dataset it is a plumbing check (its numbers say nothing about distillation)."""
+    if dataset is None or dataset == profile.dataset:
+        return profile
+    return dataclasses.replace(
+        profile,
+        name=f"{profile.name}-{dataset.replace(':', '-')}",
+        dataset=dataset,
+        results=None,
+        meaningful=profile.meaningful and not dataset.startswith(SYNTHETIC),
+        description=f"{profile.description} On {dataset} instead of {profile.dataset}.",
+    )
+
+
 def load_profile(path: str | Path) -> Profile:
     """Read a grid YAML file (fields as `Profile`); every field is checked before anything runs."""
     path = Path(path)
@@ -372,11 +388,10 @@ def load_profile(path: str | Path) -> Profile:
 
 def validate(profile: Profile) -> None:
     """Resolve every cell now, so a bad method, model, dataset or value fails before any training."""
-    from kdbench.data import DATASETS
+    from kdbench.data import dataset_info
     from kdbench.models import create_model
 
-    if profile.dataset not in DATASETS:
-        raise unknown("dataset", profile.dataset, DATASETS)
+    dataset_info(profile.dataset)  # an unknown name raises, naming the valid ones
     for section in ("hparams", "variants"):  # settings for a misspelt method would be silently unused
         for name in getattr(profile, section):
             if name not in METHODS:

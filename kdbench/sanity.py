@@ -15,11 +15,11 @@ CHANCE_MARGIN = 5.0  # top-1 points above chance under which a teacher is "at ch
 
 def check_pairs(pairs: Iterable[tuple[str, str]], dataset: str) -> None:
     """Warn for every (teacher, student) pair whose student has more parameters than its teacher."""
-    from kdbench.data import DATASETS
+    from kdbench.data import dataset_info
     from kdbench.metrics import count_parameters
     from kdbench.models import create_model
 
-    info = DATASETS[dataset]
+    info = dataset_info(dataset)
     sizes: dict[str, int] = {}
     for teacher, student in dict.fromkeys(pairs):
         for arch in (teacher, student):
@@ -36,14 +36,14 @@ def check_pairs(pairs: Iterable[tuple[str, str]], dataset: str) -> None:
 
 def check_teachers(records: Iterable[dict[str, Any]]) -> None:
     """Warn once for every teacher whose top-1 (in the records) is within CHANCE_MARGIN points of chance."""
-    from kdbench.data import DATASETS
+    from kdbench.data import dataset_info, dataset_names
 
     seen = set()
     for record in records:
         top1, teacher = record.get("teacher_top1"), record.get("teacher")
-        if top1 is None or teacher is None or record.get("dataset") not in DATASETS:
+        if top1 is None or teacher is None or record.get("dataset") not in dataset_names():
             continue
-        chance = 100.0 / DATASETS[record["dataset"]].num_classes
+        chance = 100.0 / dataset_info(record["dataset"]).num_classes
         key = (teacher, round(top1, 2))
         if top1 < chance + CHANCE_MARGIN and key not in seen:
             seen.add(key)

@@ -11,7 +11,7 @@ import torch
 
 import kdbench
 from kdbench import env
-from kdbench.data import DATASETS
+from kdbench.data import dataset_info
 from kdbench.models import create_model
 from kdbench.profiles import Profile, all_cells
 from kdbench.runner import default_cache_dir, teacher_key
@@ -43,7 +43,7 @@ def ship_profile(profile: Profile, cache_dir: str | Path | None, dest: str | Pat
     """Export every teacher of `profile` from the cache to `dest`; a teacher missing from the cache, or one that
     itself came from the package, is an error naming it (train it first: run the profile)."""
     cache = TeacherCache(cache_dir or default_cache_dir(), shipped=None, retrain=False)
-    info = DATASETS[profile.dataset]
+    info = dataset_info(profile.dataset)
     stamp = provenance(profile)
     return [
         ship(cache, key, create_model(key.arch, info.num_classes, info.in_chans), Path(dest), stamp)

@@ -54,7 +54,8 @@ class TeacherKey:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:20]
 
     def filename(self) -> str:
-        return f"{self.dataset}-{self.arch}-e{self.epochs}-s{self.seed}-{self.digest()}.pt"
+        dataset = self.dataset.replace(":", "-")  # synthetic:cifar100: no colon in a file name (Windows)
+        return f"{dataset}-{self.arch}-e{self.epochs}-s{self.seed}-{self.digest()}.pt"
 
 
 @dataclass

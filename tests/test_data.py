@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import pytest
 import torch
 
@@ -77,3 +79,33 @@ def test_train_val_split_is_disjoint_stratified_and_fixed(fashion):
     assert torch.equal(train, again)
     with pytest.raises(KdbenchError):
         train_val_indices(fashion.y_train, 60000, 500, seed=0)
+
+
+def test_synthetic_stand_in_has_its_originals_shape_and_is_learnable(tmp_path):
+    data = load_dataset(
+        "synthetic:cifar100", tmp_path
+    )  # no files: nothing is read from or written to the root
+    assert not list(tmp_path.iterdir())
+    assert data.info == dataclasses.replace(catalog.DATASETS["cifar100"], name="synthetic:cifar100")
+    assert data.x_train.shape == (50000, 3, 32, 32) and data.x_test.shape == (10000, 3, 32, 32)
+    assert data.x_train.dtype == torch.uint8 and set(data.y_train.unique().tolist()) == set(range(100))
+    again = load_dataset("synthetic:cifar100")
+    assert torch.equal(again.x_test, data.x_test) and torch.equal(again.y_test, data.y_test)  # fixed seed
+    # learnable: the nearest class mean of the training images classifies test images far above chance (1%)
+    means = torch.stack([data.x_train[data.y_train == c][:200].float().mean(0) for c in range(100)])
+    x = data.x_test[:500].float()
+    nearest = torch.cdist(x.flatten(1), means.flatten(1)).argmin(1)
+    assert (nearest == data.y_test[:500]).float().mean() > 0.5
+
+
+@pytest.mark.parametrize("name", ["synthetic:", "synthetic:imagenet", "synthetic:synthetic:mnist"])
+def test_unknown_synthetic_names_list_the_valid_ones(name):
+    with pytest.raises(KdbenchError, match="valid choices: .*synthetic:cifar100"):
+        catalog.dataset_info(name)
+
+
+def test_synthetic_teacher_file_name_has_no_colon():
+    from kdbench.teachers import TeacherKey
+
+    key = TeacherKey("synthetic:cifar100", "cifar_resnet8", "{}", 1, 64, 0, 0)
+    assert ":" not in key.filename() and key.filename().startswith("synthetic-cifar100-")

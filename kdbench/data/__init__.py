@@ -1,6 +1,6 @@
 """Datasets, splits and the in-memory batch stream."""
 
-from kdbench.data.catalog import DATASETS, DatasetInfo, TensorData, load_dataset
+from kdbench.data.catalog import DATASETS, DatasetInfo, TensorData, dataset_info, dataset_names, load_dataset
 from kdbench.data.loader import Batch, BatchStream, normalize
 from kdbench.data.splits import train_val_indices
 
@@ -10,6 +10,8 @@ __all__ = [
     "BatchStream",
     "DatasetInfo",
     "TensorData",
+    "dataset_info",
+    "dataset_names",
     "load_dataset",
     "normalize",
     "train_val_indices",

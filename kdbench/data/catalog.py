@@ -2,7 +2,9 @@
 
 Fashion-MNIST ships with the package (the original IDX files, MIT-licensed, see fashion_mnist/LICENSE), so
 the default run needs no network. CIFAR-10/100 and MNIST come through torchvision: from a local root when
-the files are there, downloaded otherwise.
+the files are there, downloaded otherwise. `synthetic:<name>` is any of them in shape only (channels, size,
+classes, split sizes), with images made from a fixed seed: for plumbing checks and speed measurements where the
+real files are absent (a GPU machine without a network, CI).
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from __future__ import annotations
 import gzip
 import hashlib
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from importlib import resources
 from pathlib import Path
 
@@ -18,7 +20,7 @@ import numpy as np
 import torch
 import torchvision
 
-from kdbench.errors import KdbenchError, check_choice
+from kdbench.errors import KdbenchError, unknown
 from kdbench.results import atomic_write_bytes
 
 
@@ -46,6 +48,31 @@ DATASETS: dict[str, DatasetInfo] = {
         "cifar100", 100, 3, 32, (0.5071, 0.4867, 0.4408), (0.2675, 0.2565, 0.2761), 4, True
     ),
 }
+
+SYNTHETIC = "synthetic:"
+# the real datasets' split sizes, which their synthetic stand-ins copy
+SPLIT_SIZES = {
+    "fashion-mnist": (60000, 10000),
+    "mnist": (60000, 10000),
+    "cifar10": (50000, 10000),
+    "cifar100": (50000, 10000),
+}
+SYNTHETIC_SEED = 0
+
+
+def dataset_names() -> list[str]:
+    """The valid dataset names, the synthetic stand-ins included, for error messages and --help."""
+    return [*DATASETS, *(SYNTHETIC + name for name in DATASETS)]
+
+
+def dataset_info(name: str) -> DatasetInfo:
+    """A dataset's description; a synthetic stand-in's is its original's under its own name. An unknown name
+    raises naming the valid ones."""
+    base = name.removeprefix(SYNTHETIC)
+    if base not in DATASETS:
+        raise unknown("dataset", name, dataset_names())
+    return DATASETS[base] if base == name else replace(DATASETS[base], name=name)
+
 
 # SHA-256 of the bundled Fashion-MNIST files (Debian's dataset-fashion-mnist; the IDX payload is the original data).
 FASHION_MNIST_SHA256 = {
@@ -149,7 +176,9 @@ def load_dataset(name: str, root: str | Path | None = None, bundled: str | Path 
     """Load a whole dataset into memory as tensors (all of kdbench's datasets fit: at most 180 MB).
 
     `bundled`: where Fashion-MNIST's .gz files are read from when `root` lacks them (default: the package's)."""
-    info = DATASETS[check_choice("dataset", name, DATASETS)]
+    info = dataset_info(name)
+    if name.startswith(SYNTHETIC):
+        return synthetic_dataset(info, *SPLIT_SIZES[name.removeprefix(SYNTHETIC)])
     root = Path(root).expanduser() if root else default_root()
     if name == "fashion-mnist" and not (root / "FashionMNIST" / "raw" / "t10k-labels-idx1-ubyte").exists():
         _unpack_bundled_fashion_mnist(root, Path(bundled) if bundled else bundled_fashion_mnist_dir())
@@ -161,3 +190,27 @@ def load_dataset(name: str, root: str | Path | None = None, bundled: str | Path 
         x_test=_as_nchw(test.data),
         y_test=torch.as_tensor(test.targets, dtype=torch.long),
     )
+
+
+def synthetic_dataset(info: DatasetInfo, n_train: int, n_test: int, seed: int = SYNTHETIC_SEED) -> TensorData:
+    """Images in `info`'s shape from a fixed seed, learnable but not trivially: each class has a blocky prototype
+    (random 4x4-pixel blocks), and an image is the mean of its class's prototype and uniform noise. Unlike random
+    labels on noise (torchvision's FakeData), a model trained on it leaves chance, so a plumbing run exercises the
+    same paths as a real one (no collapse warnings, teachers better than students)."""
+    g = torch.Generator().manual_seed(seed)
+    side, block = info.image_size, 4
+    coarse = torch.randint(
+        0, 256, (info.num_classes, info.in_chans, -(-side // block), -(-side // block)), generator=g
+    )
+    prototypes = (
+        coarse.repeat_interleave(block, 2).repeat_interleave(block, 3)[..., :side, :side].to(torch.int16)
+    )
+
+    def split(n: int) -> tuple[torch.Tensor, torch.Tensor]:
+        y = torch.randint(0, info.num_classes, (n,), generator=g)
+        noise = torch.randint(0, 256, (n, info.in_chans, side, side), generator=g, dtype=torch.int16)
+        return ((prototypes[y] + noise) // 2).to(torch.uint8), y
+
+    x_train, y_train = split(n_train)
+    x_test, y_test = split(n_test)
+    return TensorData(info, x_train, y_train, x_test, y_test)
