@@ -79,6 +79,7 @@ def run_command(args: argparse.Namespace) -> int:
         progress=not args.quiet,
         share_outputs=args.share_outputs,
         memory_format=args.memory_format,
+        checkpoint_every=args.checkpoint_every,
     )
     check_teachers([record])
     summary = {

@@ -211,6 +211,14 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(p, "results/local")
     p.set_defaults(results_dir="results/local")
     _no_output_cache(p)
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=0,
+        metavar="N",
+        help="save the training state every N epochs; run the same command again after a kill to resume from it "
+        "(default: none; a profile's cells use the profile's checkpoint_every)",
+    )
     _add_fast_paths(p)
     p.set_defaults(func=run_command)
 

@@ -20,6 +20,7 @@ from kdbench.errors import check_choice, unknown
 from kdbench.fastpaths import autocast
 from kdbench.methods.base import Method
 from kdbench.metrics import PeakMemory
+from kdbench.resume import Checkpoint, load_module_state, module_state, set_rng_state
 
 SCHEDULES = ("step", "onecycle")
 AUGMENTATIONS = ("crop+flip", "flip", "none")
@@ -105,6 +106,13 @@ class FitStats:
     untimed_s: float = (
         0.0  # time spent in the caller's per-epoch and per-task hooks (evaluation), not training
     )
+    started: float = 0.0  # perf_counter() when this process began training
+    resumed_s: float = 0.0  # training time spent before a resume, in the processes that saved the checkpoint
+    resumed_at_epoch: int | None = None  # the first epoch this process trained, when it resumed a checkpoint
+
+    def trained_s(self) -> float:
+        """Training time so far, over every process that trained this cell."""
+        return time.perf_counter() - self.started - self.untimed_s + self.resumed_s
 
     @property
     def samples_per_s(self) -> float:
@@ -120,13 +128,16 @@ def fit(
     progress: bool = True,
     desc: str = "",
     after_epoch: Callable[[int], None] | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> FitStats:
     """Train `method` on `stream` for `epochs` per task. `after_epoch(e)` (e counts epochs over all tasks) and
-    `after_task(t)` run untimed after each epoch and task, with the method back in training mode afterwards."""
+    `after_task(t)` run untimed after each epoch and task, with the method back in training mode afterwards.
+    `checkpoint`: save the training state every few epochs and resume from a saved one (`kdbench.resume`;
+    ignored for a method with a task sequence)."""
     stats = FitStats()
     place(method, stream.device)
     with PeakMemory(stream.device) as memory:
-        start = time.perf_counter()
+        stats.started = time.perf_counter()
         tasks = begin_training(method, stream)
         for t, classes in enumerate(tasks or [None]):
             phase = stream if classes is None else start_task(method, stream, tasks, t)
@@ -139,10 +150,11 @@ def fit(
                 progress,
                 desc if classes is None else f"{desc} task {t}",
                 after_epoch,
+                checkpoint if tasks is None else None,
             )
             if after_task is not None:
                 _untimed(method, stats, after_task, t)
-        stats.wall_time_s = time.perf_counter() - start - stats.untimed_s
+        stats.wall_time_s = stats.trained_s()
     stats.peak_memory_bytes = memory.peak_bytes
     return stats
 
@@ -230,14 +242,16 @@ def _fit_phase(
     progress: bool,
     desc: str,
     after_epoch: Callable[[int], None] | None = None,
+    checkpoint: Checkpoint | None = None,
 ) -> None:
     opt, aux_opt = optimizers(method, recipe)
     steps = len(stream)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: recipe.lr_factor(s, steps, epochs)
     )  # stepped per batch
+    first = _resume(checkpoint, method, opt, aux_opt, sched, stats) if checkpoint is not None else 0
     step = len(stats.epoch_losses) * len(stream)
-    bar = tqdm(range(epochs), desc=desc or type(method).__name__, disable=not progress, leave=False)
+    bar = tqdm(range(first, epochs), desc=desc or type(method).__name__, disable=not progress, leave=False)
     for epoch in bar:
         method.epoch = epoch
         method.on_epoch_start(epoch)
@@ -263,3 +277,46 @@ def _fit_phase(
             raise TrainingDiverged(int(first_bad), means)
         if after_epoch is not None:
             _untimed(method, stats, after_epoch, len(stats.epoch_losses) - 1)
+        if checkpoint is not None and checkpoint.due(epoch, epochs):
+            pause = time.perf_counter()
+            checkpoint.save(
+                {
+                    "epoch": epoch,
+                    "method": module_state(method),
+                    "opt": opt.state_dict(),
+                    "aux_opt": aux_opt.state_dict() if aux_opt is not None else None,
+                    "sched": sched.state_dict(),
+                    "stats": {
+                        "epoch_losses": stats.epoch_losses,
+                        "samples": stats.samples,
+                        "trained_s": stats.trained_s(),
+                    },
+                }
+            )
+            stats.untimed_s += time.perf_counter() - pause
+
+
+def _resume(
+    checkpoint: Checkpoint,
+    method: Method,
+    opt: torch.optim.Optimizer,
+    aux_opt: torch.optim.Optimizer | None,
+    sched: torch.optim.lr_scheduler.LRScheduler,
+    stats: FitStats,
+) -> int:
+    """Load the checkpoint's state, if there is one, into the freshly built training; returns the first epoch
+    still to train (0 without a checkpoint)."""
+    saved = checkpoint.load()
+    if saved is None:
+        return 0
+    load_module_state(method, saved["method"])
+    opt.load_state_dict(saved["opt"])
+    if aux_opt is not None:
+        aux_opt.load_state_dict(saved["aux_opt"])
+    sched.load_state_dict(saved["sched"])
+    stats.epoch_losses = list(saved["stats"]["epoch_losses"])
+    stats.samples = saved["stats"]["samples"]
+    stats.resumed_s = saved["stats"]["trained_s"] - (time.perf_counter() - stats.started - stats.untimed_s)
+    stats.resumed_at_epoch = saved["epoch"] + 1
+    set_rng_state(saved["rng"])
+    return saved["epoch"] + 1

@@ -113,9 +113,10 @@ def run_cell(
     retry_failed: bool = False,
     rerun_stale: bool = False,
     memory_format: str = "contiguous",
+    checkpoint_every: int = 0,
 ) -> str:
     """Run one cell unless another run has claimed or finished it ("busy" / "skipped"); a failure inside the
-    method is recorded as a failed cell instead of stopping the grid."""
+    method is recorded as a failed cell instead of stopping the grid. `checkpoint_every`: as `kdbench.runner.run`."""
     claim = cell_claim(results_dir, cfg)
     if not claim.try_acquire():
         return "busy"
@@ -130,6 +131,7 @@ def run_cell(
             progress=False,
             share_outputs=share_outputs,
             memory_format=memory_format,
+            checkpoint_every=checkpoint_every,
         )
         return "ok"
     except KdbenchError:
@@ -153,7 +155,7 @@ def _cell_label(job: tuple) -> str:
     return f"{method} {'+'.join(cfg.teachers) or 'no teacher'} -> {cfg.student} seed {cfg.seed}"
 
 
-def _run_cell_job(job: tuple[RunConfig, str, str, str, bool, bool, bool, str]) -> str:
+def _run_cell_job(job: tuple[RunConfig, str, str, str, bool, bool, bool, str, int]) -> str:
     return run_cell(*job)
 
 
@@ -220,7 +222,17 @@ def run_grid(
             threads=threads,
         )
         jobs = [
-            (c, results_dir, device, cache_dir, share_outputs, retry_failed, rerun_stale, memory_format)
+            (
+                c,
+                results_dir,
+                device,
+                cache_dir,
+                share_outputs,
+                retry_failed,
+                rerun_stale,
+                memory_format,
+                profile.checkpoint_every,
+            )
             for c in todo
         ]
         for status in run_jobs(

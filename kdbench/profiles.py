@@ -68,6 +68,8 @@ class Profile:
     variants: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
     robustness: Robustness | None = None
     meaningful: bool = True  # False: a plumbing check whose numbers mean nothing
+    # epochs between a cell's training checkpoints (0: none): a killed long cell resumes from its last (kdbench.resume)
+    checkpoint_every: int = 0
     # "module:function" that builds the cells instead of pairs x methods x seeds (the claims profile)
     cells_from: str | None = None
     # the folder under results/ its records go to (None: its name); a profile that adds methods to another's grid
@@ -274,6 +276,7 @@ PROFILES: dict[str, Profile] = {
         recipe="cifar",
         extra_teachers=("cifar_wrn_40_2",),
         variants={"nas": {"smallest": {"pick": "smallest"}, "largest": {"pick": "largest"}}},
+        checkpoint_every=10,  # a killed 240-epoch cell loses at most 10 epochs
     ),
 }
 

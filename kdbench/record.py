@@ -117,6 +117,9 @@ class Record:
     curve_val_top1: list[float] | None = None
     curve_best_top1: float | None = None
     curve_best_epoch: int | None = None
+    # set by the runner: the first epoch a run resumed from a checkpoint trained (kdbench.resume); its timings sum
+    # the processes that trained it. None for a run that was never stopped
+    resumed_at_epoch: int | None = None
     # set by the runner: top-1 within a few points of chance (kdbench.stats.is_collapsed); tables count such runs
     # apart instead of averaging them into a mean
     collapsed: bool | None = None

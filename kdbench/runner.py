@@ -26,6 +26,7 @@ from kdbench.models import create_model
 from kdbench.models.registry import check_model
 from kdbench.record import Record
 from kdbench.results import ensure_writable, write_record
+from kdbench.resume import Checkpoint
 from kdbench.stats import is_collapsed
 from kdbench.teacher_outputs import DEFAULT_FEATURE_BUDGET_BYTES, TeacherOutputCache
 from kdbench.teachers import CachedTeacher, TeacherCache, TeacherKey
@@ -352,10 +353,13 @@ def run(
     latency_repeats: int = 10,
     share_outputs: bool = True,
     memory_format: str = "contiguous",
+    checkpoint_every: int = 0,
 ) -> dict[str, Any]:
     """Run one cell and write its record; returns the record (its path is `record['path']`).
     `memory_format`: auto, channels_last or contiguous (`kdbench.fastpaths`); the record's `memory_format` is the
-    one used, outside the cell id.
+    one used, outside the cell id. `checkpoint_every` > 0: save the training state every that many epochs under
+    `results_dir`/checkpoints, resume from it when the cell is run again after a kill (`kdbench.resume`), and
+    delete it once the record is written.
 
     `share_outputs`: take teacher outputs from, and add them to, the cache shared by cells that replay the same
     batches (`kdbench.teacher_outputs`); the record is the same either way but for timings, memory and its
@@ -380,6 +384,11 @@ def run(
         task_accuracy.append([metrics.accuracy(logits[m], labels[m]) for m in masks])
 
     curve = EpochCurve(method, prepared)
+    checkpoint = (
+        Checkpoint(checkpoint_path(results_dir, cfg), checkpoint_every, curve.state, curve.restore)
+        if checkpoint_every > 0
+        else None
+    )
     stats = fit(
         method,
         prepared.train,
@@ -389,6 +398,7 @@ def run(
         progress,
         desc=f"{cfg.method} {cfg.student}",
         after_epoch=curve,
+        checkpoint=checkpoint,
     )
     outputs_shared = _flush_output_caches(method) if share_outputs else None
     record = _measure(cfg, method, teachers, prepared, stats, dev, latency_repeats, results_dir)
@@ -405,7 +415,14 @@ def run(
         record["extras"]["task_accuracy"] = task_accuracy
         record["extras"].update(lifelong_summary(task_accuracy))  # avg_accuracy, avg_forgetting
     record["path"] = str(write_record(record, results_dir))
+    if checkpoint is not None:
+        checkpoint.remove()
     return record
+
+
+def checkpoint_path(results_dir: str | Path, cfg: RunConfig) -> Path:
+    """Where a cell's training checkpoint lives while it trains (`kdbench.resume`)."""
+    return Path(results_dir) / "checkpoints" / f"{cfg.cell_id()}.ckpt"
 
 
 CURVE_TEST_IMAGES = 2000  # a fixed stratified part of the test set, evaluated after every epoch
@@ -441,6 +458,13 @@ class EpochCurve:
         self.test.append(metrics.accuracy(*metrics.predict(model, self.stream)))
         if self.val_stream is not None:
             self.val.append(metrics.accuracy(*metrics.predict(model, self.val_stream)))
+
+    def state(self) -> dict[str, Any]:
+        """The accuracies so far, for a training checkpoint (`kdbench.resume`)."""
+        return {"test": list(self.test), "val": list(self.val)}
+
+    def restore(self, state: dict[str, Any]) -> None:
+        self.test, self.val = list(state["test"]), list(state["val"])
 
     def summary(self) -> dict[str, Any]:
         best = max(range(len(self.test)), key=self.test.__getitem__) if self.test else None
@@ -499,6 +523,7 @@ def _measure(cfg, method, teachers, prepared, stats, dev, latency_repeats, resul
         extra_params=method.extra_parameters(),
         train_flops_per_sample=metrics.training_step_flops(method, batch),
         train_time_s=stats.wall_time_s,
+        resumed_at_epoch=stats.resumed_at_epoch,
         train_samples_per_s=stats.samples_per_s,
         peak_memory_bytes=stats.peak_memory_bytes,
         teacher_train_time_s=sum(t.meta["train_time_s"] for t in teachers),
