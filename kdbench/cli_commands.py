@@ -80,6 +80,8 @@ def run_command(args: argparse.Namespace) -> int:
         share_outputs=args.share_outputs,
         memory_format=args.memory_format,
         checkpoint_every=args.checkpoint_every,
+        compile_models=args.compile_models,
+        cudnn_benchmark=args.cudnn_benchmark,
     )
     check_teachers([record])
     summary = {
@@ -193,6 +195,8 @@ def grid_command(args: argparse.Namespace) -> int:
         rerun_stale=args.rerun_stale,
         cells=cells,
         memory_format=args.memory_format,
+        compile_models=args.compile_models,
+        cudnn_benchmark=args.cudnn_benchmark,
     )
     print(json.dumps(counts))
     return grid_outcome(profile, results_dir, "kdbench", cells)

@@ -91,13 +91,25 @@ def _no_output_cache(p: argparse.ArgumentParser) -> None:
 
 
 def _add_fast_paths(p: argparse.ArgumentParser) -> None:
-    """--precision and --memory-format of a run (kdbench.fastpaths)."""
+    """--precision, --memory-format and the speed options of a run (kdbench.fastpaths)."""
     p.add_argument(
         "--precision",
         default="fp32",
-        help="fp32, or bf16: loss terms under bf16 autocast (part of the cell id) (default: %(default)s)",
+        help="fp32; bf16: loss terms under bf16 autocast; fp16 (CUDA): under fp16 autocast with a gradient "
+        "scaler (part of the cell id) (default: %(default)s)",
     )
     add_memory_format(p)
+    p.add_argument(
+        "--compile",
+        dest="compile_models",
+        action="store_true",
+        help="torch.compile the student and the teachers (recorded, not in the cell id)",
+    )
+    p.add_argument(
+        "--cudnn-benchmark",
+        action="store_true",
+        help="let cuDNN autotune its convolutions on a GPU (recorded, not in the cell id)",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 from kdbench.data.loader import Batch, BatchStream
 from kdbench.errors import check_choice, unknown
-from kdbench.fastpaths import autocast
+from kdbench.fastpaths import autocast, grad_scaler
 from kdbench.methods.base import Method
 from kdbench.metrics import PeakMemory
 from kdbench.resume import Checkpoint, load_module_state, module_state, set_rng_state
@@ -206,12 +206,17 @@ def optimizers(method: Method, recipe: Recipe) -> tuple[torch.optim.Optimizer, t
 
 
 def train_step(
-    method: Method, batch: Batch, opt: torch.optim.Optimizer, aux_opt: torch.optim.Optimizer | None
+    method: Method,
+    batch: Batch,
+    opt: torch.optim.Optimizer,
+    aux_opt: torch.optim.Optimizer | None,
+    scaler: torch.amp.GradScaler | None = None,
 ) -> dict[str, torch.Tensor]:
     """One training step: the auxiliary step (if any), then the main loss terms, backward and SGD update.
     Returns every term (auxiliary ones prefixed `aux_`), still on the device. The loop and the bench
     (kdbench.bench) both call this, so what is timed is exactly what is trained. The loss terms are computed
-    in the run's precision (`Setup.precision`, see kdbench.fastpaths); backward and the update are not autocast."""
+    in the run's precision (`Setup.precision`, see kdbench.fastpaths); backward and the update are not autocast.
+    `scaler`: fp16's gradient scaler (kdbench.fastpaths.grad_scaler), updated once per step."""
     terms: dict[str, torch.Tensor] = {}
     precise = autocast(
         method.setup.device.type, method.setup.precision
@@ -220,17 +225,26 @@ def train_step(
         aux_opt.zero_grad(set_to_none=True)
         with precise:
             aux_terms = method.auxiliary_loss(batch)
-        sum(aux_terms.values()).backward()
-        aux_opt.step()
+        _update(sum(aux_terms.values()), aux_opt, scaler)
         terms.update({f"aux_{k}": v for k, v in aux_terms.items()})
     with precise:
         main_terms = method.step_terms(batch)
-    loss = sum(main_terms.values())
     opt.zero_grad(set_to_none=True)
-    loss.backward()
-    opt.step()
+    _update(sum(main_terms.values()), opt, scaler)
+    if scaler is not None:
+        scaler.update()
     terms.update(main_terms)
     return terms
+
+
+def _update(loss: torch.Tensor, opt: torch.optim.Optimizer, scaler: torch.amp.GradScaler | None) -> None:
+    """Backward and an SGD step, through the gradient scaler when there is one (it skips a step with inf grads)."""
+    if scaler is None:
+        loss.backward()
+        opt.step()
+    else:
+        scaler.scale(loss).backward()
+        scaler.step(opt)
 
 
 def _fit_phase(
@@ -245,11 +259,12 @@ def _fit_phase(
     checkpoint: Checkpoint | None = None,
 ) -> None:
     opt, aux_opt = optimizers(method, recipe)
+    scaler = grad_scaler(method.setup.precision)
     steps = len(stream)
     sched = torch.optim.lr_scheduler.LambdaLR(
         opt, lambda s: recipe.lr_factor(s, steps, epochs)
     )  # stepped per batch
-    first = _resume(checkpoint, method, opt, aux_opt, sched, stats) if checkpoint is not None else 0
+    first = _resume(checkpoint, method, (opt, aux_opt, sched, scaler), stats) if checkpoint is not None else 0
     step = len(stats.epoch_losses) * len(stream)
     bar = tqdm(range(first, epochs), desc=desc or type(method).__name__, disable=not progress, leave=False)
     for epoch in bar:
@@ -259,7 +274,7 @@ def _fit_phase(
         first_bad = torch.tensor(-1, device=stream.device)
         batches = 0
         for batch in stream.epoch(epoch):
-            terms = train_step(method, batch, opt, aux_opt)
+            terms = train_step(method, batch, opt, aux_opt, scaler)
             sched.step()
             total = torch.zeros((), device=stream.device)
             for key, value in terms.items():
@@ -286,6 +301,7 @@ def _fit_phase(
                     "opt": opt.state_dict(),
                     "aux_opt": aux_opt.state_dict() if aux_opt is not None else None,
                     "sched": sched.state_dict(),
+                    "scaler": scaler.state_dict() if scaler is not None else None,
                     "stats": {
                         "epoch_losses": stats.epoch_losses,
                         "samples": stats.samples,
@@ -296,24 +312,17 @@ def _fit_phase(
             stats.untimed_s += time.perf_counter() - pause
 
 
-def _resume(
-    checkpoint: Checkpoint,
-    method: Method,
-    opt: torch.optim.Optimizer,
-    aux_opt: torch.optim.Optimizer | None,
-    sched: torch.optim.lr_scheduler.LRScheduler,
-    stats: FitStats,
-) -> int:
-    """Load the checkpoint's state, if there is one, into the freshly built training; returns the first epoch
-    still to train (0 without a checkpoint)."""
+def _resume(checkpoint: Checkpoint, method: Method, steppers: tuple, stats: FitStats) -> int:
+    """Load the checkpoint's state, if there is one, into the freshly built training (`steppers`: optimiser,
+    auxiliary optimiser, scheduler, gradient scaler, the last two possibly None); returns the first epoch still
+    to train (0 without a checkpoint)."""
     saved = checkpoint.load()
     if saved is None:
         return 0
     load_module_state(method, saved["method"])
-    opt.load_state_dict(saved["opt"])
-    if aux_opt is not None:
-        aux_opt.load_state_dict(saved["aux_opt"])
-    sched.load_state_dict(saved["sched"])
+    for stepper, key in zip(steppers, ("opt", "aux_opt", "sched", "scaler"), strict=True):
+        if stepper is not None:
+            stepper.load_state_dict(saved[key])
     stats.epoch_losses = list(saved["stats"]["epoch_losses"])
     stats.samples = saved["stats"]["samples"]
     stats.resumed_s = saved["stats"]["trained_s"] - (time.perf_counter() - stats.started - stats.untimed_s)

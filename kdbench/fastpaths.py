@@ -1,4 +1,4 @@
-"""The device's fast paths: the memory format models compute in, and bf16 autocast.
+"""The device's fast paths: the memory format models compute in, bf16 or fp16 autocast, and torch.compile.
 
 Memory format. oneDNN (CPU) and cuDNN (GPU) convolutions are often faster on channels-last (NHWC) tensors, but not
 always for small networks on small images, so `auto` measures it: a short probe times a training step of the run's
@@ -15,7 +15,13 @@ Precision. `bf16` runs the method's loss terms (student forward, teacher inferen
 `torch.autocast(dtype=torch.bfloat16)`; backward and the SGD update stay outside it, on fp32 weights. Convolutions
 and matrix products compute in bf16, but every model's logits are cast back to fp32 at its output, because on the
 CPU autocast leaves softmax and log-softmax in bf16: the losses built on logits (cross-entropy, KL, DKD, the
-methods' own softmaxes) are then computed in fp32, as with CUDA's autocast.
+methods' own softmaxes) are then computed in fp32, as with CUDA's autocast. `fp16` does the same in float16, on
+CUDA only, with a gradient scaler (`grad_scaler`) around backward and the update.
+
+Compile and cuDNN autotuning (`speed_up`): `torch.compile` of the student and the teachers (in place, so their
+parameters, hooks and state keep their names), and `torch.backends.cudnn.benchmark`. Both are off by default;
+neither is part of the cell id (like the memory format, they change how fast, not what is computed, up to the last
+bits), and a record says which were on.
 """
 
 from __future__ import annotations
@@ -42,7 +48,8 @@ from kdbench.metrics import _sync
 from kdbench.models import create_model
 from kdbench.results import atomic_write_text
 
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "fp16")
+LOW_PRECISION = {"bf16": torch.bfloat16, "fp16": torch.float16}
 MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 LAYOUTS = {"channels_last": torch.channels_last, "contiguous": torch.contiguous_format}
 PROBE_MARGIN = (
@@ -52,12 +59,19 @@ PROBE_FORMAT = 1  # the cached decision's file format; a change re-probes
 
 
 def check_precision(precision: str, device: torch.device) -> str:
-    """`precision` if the device computes it; bf16 on a device without bf16 kernels is a one-line error."""
+    """`precision` if the device computes it; bf16 on a device without bf16 kernels, or fp16 off CUDA (its loss
+    scaling is CUDA's), is a one-line error naming the valid choices there."""
     check_choice("precision", precision, PRECISIONS)
-    if precision == "bf16" and not env.bf16_supported(device):
+    valid = [
+        "fp32",
+        *(["bf16"] if env.bf16_supported(device) else []),
+        *(["fp16"] if device.type == "cuda" else []),
+    ]
+    if precision not in valid:
+        need = "bf16 kernels" if precision == "bf16" else "a CUDA device (its gradient scaler)"
         raise KdbenchError(
-            f"precision 'bf16' needs bf16 kernels, which {env.device_name(device)} lacks; "
-            f"valid choices here: fp32"
+            f"precision {precision!r} needs {need}, which {env.device_name(device)} lacks; "
+            f"valid choices here: {', '.join(valid)}"
         )
     return precision
 
@@ -70,7 +84,13 @@ def autocast(device_type: str, precision: str) -> AbstractContextManager:
     """The autocast context a training step's loss terms run under: none for fp32."""
     if precision == "fp32":
         return contextlib.nullcontext()
-    return torch.autocast(device_type, dtype=torch.bfloat16)
+    return torch.autocast(device_type, dtype=LOW_PRECISION[precision])
+
+
+def grad_scaler(precision: str) -> torch.amp.GradScaler | None:
+    """fp16's dynamic loss scaling (its range is too narrow for small gradients); None for fp32 and bf16, whose
+    range is fp32's."""
+    return torch.amp.GradScaler("cuda") if precision == "fp16" else None
 
 
 def _fp32_output(_module: nn.Module, _args: tuple, output: object) -> torch.Tensor | None:
@@ -242,3 +262,14 @@ def _probe_step(key: ProbeKey, device: torch.device, layout: str) -> Callable[[]
         opt.step()
 
     return step
+
+
+def speed_up(
+    models: list[nn.Module], device: torch.device, compile_models: bool, cudnn_benchmark: bool
+) -> None:
+    """Compile `models` in place and/or let cuDNN pick the fastest convolution algorithms for the run's shapes."""
+    if cudnn_benchmark and device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    if compile_models:
+        for model in models:
+            model.compile()

@@ -107,37 +107,26 @@ def _failed_record(cfg: RunConfig, exc: BaseException, device: str) -> dict[str,
 def run_cell(
     cfg: RunConfig,
     results_dir: str,
-    device: str,
     cache_dir: str,
-    share_outputs: bool = True,
     retry_failed: bool = False,
     rerun_stale: bool = False,
-    memory_format: str = "contiguous",
-    checkpoint_every: int = 0,
+    **how: Any,
 ) -> str:
     """Run one cell unless another run has claimed or finished it ("busy" / "skipped"); a failure inside the
-    method is recorded as a failed cell instead of stopping the grid. `checkpoint_every`: as `kdbench.runner.run`."""
+    method is recorded as a failed cell instead of stopping the grid. `how`: `kdbench.runner.run`'s options of how
+    a cell runs (device, share_outputs, memory_format, checkpoint_every, compile_models, cudnn_benchmark)."""
     claim = cell_claim(results_dir, cfg)
     if not claim.try_acquire():
         return "busy"
     try:
         if is_finished(cfg, results_dir, retry_failed, rerun_stale):  # finished by another run meanwhile
             return "skipped"
-        run(
-            cfg,
-            device=device,
-            results_dir=results_dir,
-            cache_dir=cache_dir,
-            progress=False,
-            share_outputs=share_outputs,
-            memory_format=memory_format,
-            checkpoint_every=checkpoint_every,
-        )
+        run(cfg, results_dir=results_dir, cache_dir=cache_dir, progress=False, **how)
         return "ok"
     except KdbenchError:
         raise
     except Exception as exc:  # a diverged loss or a bug in one method must not take the grid down
-        write_record(_failed_record(cfg, exc, device), results_dir)
+        write_record(_failed_record(cfg, exc, how.get("device", "auto")), results_dir)
         return "failed"
     finally:
         claim.release()
@@ -155,8 +144,9 @@ def _cell_label(job: tuple) -> str:
     return f"{method} {'+'.join(cfg.teachers) or 'no teacher'} -> {cfg.student} seed {cfg.seed}"
 
 
-def _run_cell_job(job: tuple[RunConfig, str, str, str, bool, bool, bool, str, int]) -> str:
-    return run_cell(*job)
+def _run_cell_job(job: tuple[RunConfig, str, str, bool, bool, dict[str, Any]]) -> str:
+    cfg, results_dir, cache_dir, retry_failed, rerun_stale, how = job
+    return run_cell(cfg, results_dir, cache_dir, retry_failed, rerun_stale, **how)
 
 
 def run_grid(
@@ -174,6 +164,8 @@ def run_grid(
     retry_failed: bool = False,
     rerun_stale: bool = False,
     memory_format: str = "contiguous",
+    compile_models: bool = False,
+    cudnn_benchmark: bool = False,
 ) -> dict[str, int]:
     """Run every unfinished cell of the profile (or the given cells); returns counts of ok/failed/skipped, and of
     the finished cells found stale (written by other code than the current, `kdbench.record.is_stale`).
@@ -182,7 +174,7 @@ def run_grid(
     `executor` (local, processes, ray), `workers`, `threads`: as `kdbench.executor.run_jobs`. The folders are
     made absolute, as a Ray worker's working directory is not this one. `share_outputs`: cells that replay the
     same batches share their teachers' outputs through the cache folder (`kdbench.teacher_outputs`).
-    `memory_format`: as `kdbench.runner.run`."""
+    `memory_format`, `compile_models`, `cudnn_benchmark`: as `kdbench.runner.run`."""
     profile = get_profile(profile) if isinstance(profile, str) else profile
     results_dir = str(results_dir_for(profile.name, results_dir).resolve())
     cache_dir = str(Path(cache_dir or default_cache_dir()).resolve())
@@ -221,20 +213,15 @@ def run_grid(
             executor=executor,
             threads=threads,
         )
-        jobs = [
-            (
-                c,
-                results_dir,
-                device,
-                cache_dir,
-                share_outputs,
-                retry_failed,
-                rerun_stale,
-                memory_format,
-                profile.checkpoint_every,
-            )
-            for c in todo
-        ]
+        how = {
+            "device": device,
+            "share_outputs": share_outputs,
+            "memory_format": memory_format,
+            "checkpoint_every": profile.checkpoint_every,
+            "compile_models": compile_models,
+            "cudnn_benchmark": cudnn_benchmark,
+        }
+        jobs = [(c, results_dir, cache_dir, retry_failed, rerun_stale, how) for c in todo]
         for status in run_jobs(
             _run_cell_job,
             jobs,

@@ -111,6 +111,8 @@ class Record:
     epoch_losses: list[dict[str, float]] = field(default_factory=list)
     precision: str | None = None  # set by the runner: the training's (kdbench.fastpaths)
     memory_format: str | None = None  # set by the runner: the layout of the models (kdbench.fastpaths)
+    # set by the runner: the speed options that were on (compile, cudnn_benchmark; kdbench.fastpaths.speed_up)
+    speed_ups: list[str] = field(default_factory=list)
     # ---- set by the runner: top-1 after every epoch (kdbench.runner.EpochCurve)
     curve_test_images: int | None = None
     curve_top1: list[float] | None = None

@@ -354,12 +354,15 @@ def run(
     share_outputs: bool = True,
     memory_format: str = "contiguous",
     checkpoint_every: int = 0,
+    compile_models: bool = False,
+    cudnn_benchmark: bool = False,
 ) -> dict[str, Any]:
     """Run one cell and write its record; returns the record (its path is `record['path']`).
     `memory_format`: auto, channels_last or contiguous (`kdbench.fastpaths`); the record's `memory_format` is the
     one used, outside the cell id. `checkpoint_every` > 0: save the training state every that many epochs under
     `results_dir`/checkpoints, resume from it when the cell is run again after a kill (`kdbench.resume`), and
-    delete it once the record is written.
+    delete it once the record is written. `compile_models`, `cudnn_benchmark`: `torch.compile` the student and the
+    teachers, let cuDNN autotune (`kdbench.fastpaths.speed_up`); recorded, not in the cell id.
 
     `share_outputs`: take teacher outputs from, and add them to, the cache shared by cells that replay the same
     batches (`kdbench.teacher_outputs`); the record is the same either way but for timings, memory and its
@@ -374,6 +377,7 @@ def run(
         cfg, dev, cache, data_root, progress, share_outputs, memory_format=memory_format
     )
     info = prepared.data.info
+    fastpaths.speed_up([method.student, *method.teachers], dev, compile_models, cudnn_benchmark)
 
     task_accuracy: list[list[float]] = []
     task_classes = method.tasks(info.num_classes)
@@ -403,7 +407,13 @@ def run(
     outputs_shared = _flush_output_caches(method) if share_outputs else None
     record = _measure(cfg, method, teachers, prepared, stats, dev, latency_repeats, results_dir)
     record["teacher_output_cache"] = outputs_shared
-    record.update(precision=method.setup.precision, memory_format=method.setup.memory_format)
+    record.update(
+        precision=method.setup.precision,
+        memory_format=method.setup.memory_format,
+        speed_ups=[
+            name for name, on in (("compile", compile_models), ("cudnn_benchmark", cudnn_benchmark)) if on
+        ],
+    )
     # what training would have cost without the shared outputs: the cost columns compare methods as users run them
     record["standalone_train_time_s"] = stats.wall_time_s + (
         outputs_shared["saved_s"] if outputs_shared else 0.0

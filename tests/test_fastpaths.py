@@ -136,8 +136,8 @@ def test_fp32_cell_ids_are_unchanged_and_bad_precision_is_one_line():
     cfg = RunConfig(method="kd", **TINY)
     assert "precision" not in cfg.resolve()
     assert RunConfig(method="kd", precision="bf16", **TINY).cell_id() != cfg.cell_id()
-    with pytest.raises(KdbenchError, match="valid choices: bf16, fp32"):
-        RunConfig(method="kd", precision="fp16", **TINY).resolve()
+    with pytest.raises(KdbenchError, match="valid choices: bf16, fp16, fp32"):
+        RunConfig(method="kd", precision="fp8", **TINY).resolve()
 
 
 def test_bf16_refused_without_bf16_kernels(monkeypatch):
@@ -146,6 +146,13 @@ def test_bf16_refused_without_bf16_kernels(monkeypatch):
         fastpaths.check_precision("bf16", torch.device("cpu"))
     assert fastpaths.check_precision("fp32", torch.device("cpu")) == "fp32"
     assert runnable_configs(torch.device("cpu")) == [c for c in CONFIGS if c[0] == "fp32"]
+
+
+def test_fp16_needs_cuda_and_only_it_scales_gradients():
+    with pytest.raises(KdbenchError, match="'fp16' needs a CUDA device .*valid choices here: fp32"):
+        fastpaths.check_precision("fp16", torch.device("cpu"))
+    assert fastpaths.grad_scaler("fp32") is None and fastpaths.grad_scaler("bf16") is None
+    assert isinstance(fastpaths.grad_scaler("fp16"), torch.amp.GradScaler)
 
 
 def _key(fashion, student: str = "cifar_resnet8") -> fastpaths.ProbeKey:

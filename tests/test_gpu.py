@@ -40,7 +40,24 @@ def test_a_cell_trains_and_is_recorded_on_the_gpu(tmp_path):
     assert rec["peak_memory_bytes"] > 0 and rec["latency_ms_b256"] > 0
 
 
-def test_bf16_holds_fp32_accuracy(tmp_path):
-    fp32, bf16 = _run(tmp_path), _run(tmp_path, precision="bf16")
-    assert bf16["precision"] == "bf16" and bf16["cell_id"] != fp32["cell_id"]
-    assert abs(bf16["student_top1"] - fp32["student_top1"]) < 5.0
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])
+def test_low_precision_holds_fp32_accuracy(tmp_path, precision):
+    fp32, low = _run(tmp_path), _run(tmp_path, precision=precision)
+    assert low["precision"] == precision and low["cell_id"] != fp32["cell_id"]
+    assert all(math.isfinite(v) for epoch in low["epoch_losses"] for v in epoch.values())
+    assert abs(low["student_top1"] - fp32["student_top1"]) < 5.0
+
+
+def test_compiled_cell_matches_eager(tmp_path):
+    eager = _run(tmp_path)
+    compiled = run(
+        RunConfig(method="kd", **CELL),
+        device="cuda",
+        results_dir=tmp_path / "compiled",
+        cache_dir=tmp_path / "cache",
+        progress=False,
+        compile_models=True,
+        cudnn_benchmark=True,
+    )
+    assert compiled["speed_ups"] == ["compile", "cudnn_benchmark"] and compiled["cell_id"] == eager["cell_id"]
+    assert abs(compiled["student_top1"] - eager["student_top1"]) < 5.0
