@@ -1,6 +1,6 @@
 """`kdbench bench`: what one training step of each method costs, against what it has to cost.
 
-Every method is built as a grid cell builds it (`runner.build_method`: the same data, teachers from the cache)
+Every method is built as a grid cell builds it (`kdbench.runner.build_method`: the same data, teachers from the cache)
 and timed in one process on the same pre-materialised batches through the engine's own `train_step`, so the
 number is the real step, not a copy. Next to it, each part the step cannot avoid is timed alone on the same
 batches, and their sum is the method's ideal step:

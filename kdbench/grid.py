@@ -25,7 +25,9 @@ from kdbench.methods import get_method
 from kdbench.profiles import EXPERIMENTS, PROFILES, Profile, all_cells, get_profile, profile_summary
 from kdbench.record import Record, is_stale
 from kdbench.results import atomic_write_text, read_record, record_path, write_record
-from kdbench.runner import RunConfig, check_folders, default_cache_dir, run, train_teachers
+from kdbench.run_config import RunConfig, check_folders, default_cache_dir
+from kdbench.runner import run
+from kdbench.teacher_training import train_teachers
 
 
 # ---- execution -------------------------------------------------------------------------------------------------

@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     import torch
 
     from kdbench.methods.base import Method, MethodInfo
-    from kdbench.runner import RunConfig
+    from kdbench.run_config import RunConfig
 
 SCHEMA_VERSION = 2
 
@@ -33,6 +33,10 @@ SCHEMA_VERSION = 2
 CORE_SOURCES = (
     "engine.py",
     "runner.py",
+    "run_config.py",
+    "prepare.py",
+    "teacher_training.py",
+    "resume.py",
     "fastpaths.py",
     "losses.py",
     "metrics.py",

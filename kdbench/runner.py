@@ -3,281 +3,27 @@ method, measure it, and write one record."""
 
 from __future__ import annotations
 
-import functools
-import hashlib
-import json
-import os
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from kdbench import deployables, env, fastpaths, metrics
-from kdbench.data import BatchStream, TensorData, load_dataset, train_val_indices
-from kdbench.data.splits import long_tailed_indices, stratified_indices, symmetric_label_noise
-from kdbench.engine import Recipe, fit, get_recipe
-from kdbench.errors import KdbenchError, check_choice
-from kdbench.executor import run_jobs
+from kdbench.data import BatchStream
+from kdbench.data.splits import stratified_indices
+from kdbench.engine import fit, get_recipe
 from kdbench.methods import Method, Setup, get_method
-from kdbench.methods.base import resolve_hparams
-from kdbench.methods.lifelong import lifelong_summary
 from kdbench.models import create_model
-from kdbench.models.registry import check_model
+from kdbench.prepare import EVAL_BATCH, SPLIT_SEED, Prepared, prepare_data
 from kdbench.record import Record
-from kdbench.results import ensure_writable, write_record
+from kdbench.results import write_record
 from kdbench.resume import Checkpoint
+from kdbench.run_config import RunConfig, check_folders, default_cache_dir
 from kdbench.stats import is_collapsed
 from kdbench.teacher_outputs import DEFAULT_FEATURE_BUDGET_BYTES, TeacherOutputCache
-from kdbench.teachers import CachedTeacher, TeacherCache, TeacherKey
-
-SPLIT_SEED = (
-    0  # the training subset and validation split are the same for every seed: seeds vary init and order
-)
-EVAL_BATCH = 1000
-TEACHER_SEED_STRIDE = 100  # teacher i is trained with seed (teacher_seed or the cell's seed) + 100 i
-
-
-@dataclass(frozen=True)
-class RunConfig:
-    """Everything that determines a run's numbers. Paths and the device are not part of it."""
-
-    method: str
-    student: str
-    teachers: tuple[str, ...] = ()
-    dataset: str = "fashion-mnist"
-    seed: int = 0
-    recipe: str = "cpu"
-    epochs: int | None = None  # None: the recipe's
-    teacher_epochs: int | None = None  # None: the student's
-    train_subset: int | None = None  # None: the whole training split
-    # the teachers' own training images (a teacher that has seen more than the student can learn from its budget);
-    # None: the student's. Capped at the images not held out for validation, which no teacher ever sees.
-    teacher_train_subset: int | None = None
-    val_size: int = 0  # held-out validation images, taken from the training split
-    teacher_seed: int | None = None  # None: the cell's seed; a fixed value shares one teacher across seeds
-    label_noise: float = 0.0  # symmetric label noise on the training split (teachers see the same labels)
-    imbalance_ratio: float = 1.0  # long-tailed training split, largest / smallest class
-    test_subset: int | None = None  # None: the whole test set (a stratified subset only for plumbing checks)
-    hparams: dict[str, Any] = field(default_factory=dict)
-    variant: str = (
-        ""  # a named control run of the method in a grid (e.g. nas "smallest"); "" is the method itself
-    )
-    precision: str = (
-        "fp32"  # "bf16": loss terms under bf16 autocast (kdbench.fastpaths); in the cell id only then
-    )
-
-    def resolve(self) -> dict[str, Any]:
-        """The fully resolved config: defaults filled in, names checked. Its hash is the cell id."""
-        method = get_method(self.method)
-        if len(self.teachers) < method.info.teachers:
-            need = method.info.teachers
-            raise KdbenchError(
-                f"method {self.method!r} needs {need} teacher{'s' * (need > 1)}; pass --teacher"
-            )
-        for arch in (self.student, *self.teachers):  # before any teacher is trained for an unknown student
-            check_model(arch)
-        recipe = get_recipe(self.recipe)
-        epochs = self.epochs if self.epochs is not None else recipe.epochs
-        for name, value in (("epochs", epochs), ("teacher_epochs", self.teacher_epochs)):
-            if value is not None and value < 1:
-                raise KdbenchError(f"{name} must be at least 1, got {value}")
-        check_choice("precision", self.precision, fastpaths.PRECISIONS)
-        resolved = asdict(self)
-        if self.precision == "fp32":  # the default stays out, so fp32 cells keep the ids they had before bf16
-            del resolved["precision"]
-        resolved.update(
-            teachers=list(self.teachers),
-            epochs=epochs,
-            teacher_epochs=self.teacher_epochs or epochs,
-            recipe=recipe.as_dict(),
-            hparams=resolve_hparams(method, self.hparams),
-        )
-        return resolved
-
-    def cell_id(self) -> str:
-        blob = json.dumps(self.resolve(), sort_keys=True, default=str)
-        return f"{self.method}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
-
-
-def default_cache_dir() -> Path:
-    return Path(os.environ.get("KDBENCH_CACHE", Path.home() / ".cache" / "kdbench")).expanduser()
-
-
-def check_folders(results_dir: str | Path, cache_dir: str | Path) -> None:
-    """Fail before any training, not after it, when the results or the teacher-cache folder cannot be written."""
-    ensure_writable(results_dir, "choose another results folder with --results-dir")
-    ensure_writable(cache_dir, "choose another teacher cache with --cache-dir or $KDBENCH_CACHE")
-
-
-@functools.lru_cache(maxsize=4)
-def _dataset(name: str, root: str | None) -> TensorData:
-    return load_dataset(name, root)
-
-
-@dataclass
-class Prepared:
-    """The data side of a run: streams over the split, on the run's device."""
-
-    data: TensorData
-    train: BatchStream
-    test: BatchStream
-    val: BatchStream | None
-
-
-def teacher_subset(cfg: RunConfig, num_train: int) -> int | None:
-    """How many training images the cell's teachers train on (None: the whole split but validation)."""
-    if cfg.teacher_train_subset is None:
-        return cfg.train_subset
-    return cfg.teacher_train_subset if cfg.teacher_train_subset + cfg.val_size < num_train else None
-
-
-def prepare_data(
-    cfg: RunConfig,
-    recipe: Recipe,
-    device: torch.device,
-    data_root: str | None,
-    seed: int,
-    for_teacher: bool = False,
-) -> Prepared:
-    """The cell's training split (subset, imbalance, noise: all fixed by the config, not the seed) and test set;
-    `for_teacher`: the teachers' training split instead (same validation images held out, same noise and imbalance)."""
-    data = _dataset(cfg.dataset, str(data_root) if data_root else None)
-    subset = teacher_subset(cfg, len(data.y_train)) if for_teacher else cfg.train_subset
-    train_idx, val_idx = train_val_indices(data.y_train, subset, cfg.val_size, SPLIT_SEED)
-    train_idx = long_tailed_indices(data.y_train, train_idx, cfg.imbalance_ratio, data.info.num_classes)
-    labels = symmetric_label_noise(
-        data.y_train[train_idx], cfg.label_noise, data.info.num_classes, SPLIT_SEED
-    )
-    train = BatchStream(
-        data.x_train[train_idx],
-        labels,
-        data.info,
-        recipe.batch_size,
-        seed,
-        True,
-        device,
-        train_idx,
-        recipe.augment,
-    )
-    test_idx = torch.arange(len(data.y_test))
-    if cfg.test_subset is not None:
-        test_idx = (
-            stratified_indices(data.y_test, cfg.test_subset, torch.Generator().manual_seed(SPLIT_SEED))
-            .sort()
-            .values
-        )
-    test = BatchStream(
-        data.x_test[test_idx], data.y_test[test_idx], data.info, EVAL_BATCH, train=False, device=device
-    )
-    val = None
-    if len(val_idx):
-        val = BatchStream(
-            data.x_train[val_idx],
-            data.y_train[val_idx],
-            data.info,
-            EVAL_BATCH,
-            train=False,
-            device=device,
-            index=val_idx,
-        )
-    return Prepared(data, train, test, val)
-
-
-def teacher_key(cfg: RunConfig, index: int) -> TeacherKey:
-    """The cache key of the cell's `index`-th teacher: what determines its weights, nothing else."""
-    base_seed = cfg.seed if cfg.teacher_seed is None else cfg.teacher_seed
-    recipe = get_recipe(cfg.recipe)
-    return TeacherKey(
-        cfg.dataset,
-        cfg.teachers[index],
-        json.dumps(recipe.as_dict(), sort_keys=True),
-        cfg.resolve()["teacher_epochs"],
-        cfg.train_subset if cfg.teacher_train_subset is None else cfg.teacher_train_subset,
-        cfg.val_size,
-        base_seed + TEACHER_SEED_STRIDE * index,
-        label_noise=cfg.label_noise,
-        imbalance_ratio=cfg.imbalance_ratio,
-        test_subset=cfg.test_subset,
-    )
-
-
-def get_teacher(
-    cfg: RunConfig,
-    index: int,
-    device: torch.device,
-    cache: TeacherCache,
-    data_root=None,
-    progress: bool = True,
-) -> CachedTeacher:
-    """The cell's `index`-th teacher from the cache, trained (with `baseline`, on the cell's data) if absent."""
-    key = teacher_key(cfg, index)
-    recipe = get_recipe(cfg.recipe)
-    prepared = prepare_data(cfg, recipe, device, data_root, key.seed, for_teacher=True)
-    info = prepared.data.info
-
-    def build():
-        torch.manual_seed(key.seed)
-        return create_model(key.arch, info.num_classes, info.in_chans)
-
-    def train(model):
-        setup = Setup(
-            model,
-            [],
-            info,
-            lambda name: create_model(name, info.num_classes, info.in_chans),
-            prepared.train.num_samples,
-            key.epochs,
-            len(prepared.train),
-            device,
-        )
-        stats = fit(
-            get_method("baseline")(setup),
-            prepared.train,
-            recipe,
-            key.epochs,
-            progress=progress,
-            desc=f"teacher {key.arch}",
-        )
-        logits, labels = metrics.predict(model, prepared.test)
-        # size, FLOPs and latency are measured with the students' (kdbench.deployables), in the same conditions
-        return {
-            "top1": metrics.accuracy(logits, labels),
-            "test_logits": logits,
-            "train_time_s": stats.wall_time_s,
-            "train_images": prepared.train.num_samples,
-        }
-
-    return cache.get(key, build, train)
-
-
-def _warm_teacher(job: tuple[RunConfig, int, str, str]) -> None:
-    cfg, index, device, cache_dir = job
-    get_teacher(cfg, index, env.resolve_device(device), TeacherCache(cache_dir), progress=False)
-
-
-def train_teachers(
-    cells: list[RunConfig],
-    device: str,
-    cache_dir: str,
-    workers: int | None = None,
-    progress: bool = True,
-    *,
-    executor: str | None = None,
-    threads: int | None = None,
-) -> int:
-    """Train every distinct teacher the cells need, once, before the cells run; returns how many were needed.
-    `executor`, `workers`, `threads`: as `kdbench.executor.run_jobs`."""
-    unique: dict[TeacherKey, tuple[RunConfig, int]] = {}
-    for cfg in cells:
-        for i in range(len(cfg.teachers)):
-            unique.setdefault(teacher_key(cfg, i), (cfg, i))
-    jobs = [(cfg, i, device, cache_dir) for cfg, i in unique.values()]
-    for _ in run_jobs(
-        _warm_teacher, jobs, workers, "teachers", progress, executor=executor, device=device, threads=threads
-    ):
-        pass
-    return len(jobs)
+from kdbench.teacher_training import get_teacher, teacher_key
+from kdbench.teachers import CachedTeacher, TeacherCache
 
 
 def build_method(
@@ -379,13 +125,10 @@ def run(
     info = prepared.data.info
     fastpaths.speed_up([method.student, *method.teachers], dev, compile_models, cudnn_benchmark)
 
-    task_accuracy: list[list[float]] = []
-    task_classes = method.tasks(info.num_classes)
-
-    def after_task(_t: int) -> None:
-        logits, labels = metrics.predict(method.deployable(), prepared.test)
-        masks = [torch.isin(labels, torch.tensor(classes)) for classes in task_classes]
-        task_accuracy.append([metrics.accuracy(logits[m], labels[m]) for m in masks])
+    def after_task(
+        t: int,
+    ) -> None:  # the method measures its own tasks (kdbench.methods.base.Method.after_task)
+        method.after_task(t, *metrics.predict(method.deployable(), prepared.test))
 
     curve = EpochCurve(method, prepared)
     checkpoint = (
@@ -398,7 +141,7 @@ def run(
         prepared.train,
         recipe,
         epochs,
-        after_task if task_classes else None,
+        after_task if method.tasks(info.num_classes) else None,
         progress,
         desc=f"{cfg.method} {cfg.student}",
         after_epoch=curve,
@@ -420,10 +163,6 @@ def run(
     )
     record.update(curve.summary())
     record["collapsed"] = is_collapsed(record["student_top1"], info.num_classes)
-    if task_classes:
-        record["extras"]["task_classes"] = task_classes
-        record["extras"]["task_accuracy"] = task_accuracy
-        record["extras"].update(lifelong_summary(task_accuracy))  # avg_accuracy, avg_forgetting
     record["path"] = str(write_record(record, results_dir))
     if checkpoint is not None:
         checkpoint.remove()

@@ -20,7 +20,7 @@ with a one-line error; the converted state dict must load strictly.
 that the converted kdbench model gives the same logits.
 
 **Where the result goes.** `TeacherCache` (`--cache-dir`, default `$KDBENCH_CACHE` or `~/.cache/kdbench`), under
-the key `kdbench.runner.teacher_key` gives the architecture as the first teacher of a `paper` cell (CIFAR-100, the
+the key `kdbench.teacher_training.teacher_key` gives the architecture as the first teacher of a `paper` cell (CIFAR-100, the
 `cifar` recipe, 240 teacher epochs, the whole training set, teacher seed 0), which is how the released teachers
 were made: RepDistiller's `train_teacher.py` trains for 240 epochs on the whole training set with the `cifar`
 recipe's settings (batch 64, lr 0.05 decayed x0.1 at epochs 150/180/210, momentum 0.9, weight decay 5e-4; lr 0.01
@@ -61,8 +61,10 @@ from kdbench import __version__, env, metrics
 from kdbench.engine import get_recipe
 from kdbench.errors import KdbenchError, KdbenchWarning, check_choice
 from kdbench.models import KDBENCH_MODELS, create_model
+from kdbench.prepare import prepare_data
 from kdbench.results import ensure_writable
-from kdbench.runner import RunConfig, default_cache_dir, prepare_data, teacher_key
+from kdbench.run_config import RunConfig, default_cache_dir
+from kdbench.teacher_training import teacher_key
 from kdbench.teachers import CachedTeacher, TeacherCache, TeacherKey
 
 SOURCES = {"repdistiller": "HobbitLong/RepDistiller", "mdistiller": "megvii-research/mdistiller"}

@@ -14,7 +14,8 @@ from kdbench import env
 from kdbench.data import dataset_info
 from kdbench.models import create_model
 from kdbench.profiles import Profile, all_cells
-from kdbench.runner import default_cache_dir, teacher_key
+from kdbench.run_config import default_cache_dir
+from kdbench.teacher_training import teacher_key
 from kdbench.teachers import TeacherCache, TeacherKey, ship
 
 

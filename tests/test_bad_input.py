@@ -17,7 +17,8 @@ from kdbench.data import DATASETS, catalog, load_dataset
 from kdbench.errors import KdbenchError, KdbenchWarning
 from kdbench.methods import Setup, get_method
 from kdbench.models import create_model
-from kdbench.runner import RunConfig, get_teacher, run, teacher_key
+from kdbench.runner import RunConfig, run
+from kdbench.teacher_training import get_teacher, teacher_key
 from kdbench.teachers import TeacherCache
 from tests.helpers import KD_RUN as KD
 from tests.helpers import STUDENT, TEACHER, grid_yaml

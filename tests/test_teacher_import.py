@@ -18,12 +18,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from kdbench import runner
+from kdbench import prepare
 from kdbench.cli import main
 from kdbench.cli_parser import build_parser
 from kdbench.data import DATASETS, TensorData
 from kdbench.errors import KdbenchError
-from kdbench.runner import get_teacher, teacher_key
 from kdbench.teacher_import import (
     load_teacher,
     module_mapping,
@@ -32,6 +31,7 @@ from kdbench.teacher_import import (
     read_checkpoint,
     supported_archs,
 )
+from kdbench.teacher_training import get_teacher, teacher_key
 from kdbench.teachers import TeacherCache
 
 CLASSES = 100
@@ -427,7 +427,7 @@ def fake_cifar100(monkeypatch):
         torch.randint(0, 256, (50, 3, 32, 32), dtype=torch.uint8, generator=gen),
         torch.arange(50) % 100,
     )
-    monkeypatch.setattr(runner, "_dataset", lambda name, root: data)
+    monkeypatch.setattr(prepare, "_dataset", lambda name, root: data)
     return data
 
 
@@ -488,7 +488,7 @@ def test_without_the_data_nothing_is_written(cells, monkeypatch, tmp_path, capsy
     def missing(name, root):
         raise KdbenchError(f"dataset {name!r} is not in /nowhere and could not be downloaded (URLError)")
 
-    monkeypatch.setattr(runner, "_dataset", missing)
+    monkeypatch.setattr(prepare, "_dataset", missing)
     path, cache = tmp_path / "ckpt.pth", tmp_path / "cache"
     save_repdistiller(reference("cifar_vgg8"), path)
     assert import_cli(path, "cifar_vgg8", cache) == 2

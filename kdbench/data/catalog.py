@@ -99,7 +99,7 @@ def default_root() -> Path:
     ~/.cache/kdbench), so that moving the cache moves everything kdbench unpacks or downloads with it."""
     if os.environ.get("KDBENCH_DATA"):
         return Path(os.environ["KDBENCH_DATA"]).expanduser()
-    from kdbench.runner import default_cache_dir  # at call time: the runner imports this module
+    from kdbench.run_config import default_cache_dir  # at call time: it imports this package
 
     return default_cache_dir() / "data"
 

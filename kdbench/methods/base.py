@@ -219,6 +219,10 @@ class Method(nn.Module):
     def on_task_start(self, task_index: int, classes: list[int]) -> None:
         """Runs before training on each task of `tasks()`."""
 
+    def after_task(self, task_index: int, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        """After each task of `tasks()`, untimed, with the deployable's logits on the test set: a regime with tasks
+        measures what it reports here (per-task accuracy) and returns it from `record_extras`."""
+
     def record_extras(self) -> dict[str, Any]:
         """Regime-specific results to put into the record (chosen architecture, per-task accuracy, ...)."""
         return {}

@@ -20,6 +20,7 @@ from kdbench.data.loader import Batch, BatchStream
 from kdbench.errors import KdbenchError
 from kdbench.losses import kd_loss
 from kdbench.methods.base import Method, MethodInfo, Setup, register_method
+from kdbench.metrics import accuracy
 
 
 def class_incremental_tasks(num_classes: int, num_tasks: int) -> list[list[int]]:
@@ -68,12 +69,27 @@ class ClassIncremental(Method):
         super().__init__(setup, **hparams)
         self.seen: list[int] = []  # the classes of every task begun so far: the outputs the head has grown to
         self._stream: BatchStream | None = None
+        self.task_accuracy: list[list[float]] = []  # after task t: the accuracy on each task's test classes
 
     def tasks(self, num_classes: int) -> list[list[int]]:
         return class_incremental_tasks(num_classes, self.hp["num_tasks"])
 
     def on_training_data(self, stream: BatchStream) -> None:
         self._stream = stream
+
+    def after_task(self, task_index: int, logits: torch.Tensor, labels: torch.Tensor) -> None:
+        tasks = self.tasks(self.setup.data.num_classes)
+        masks = [torch.isin(labels, torch.tensor(classes, device=labels.device)) for classes in tasks]
+        self.task_accuracy.append([accuracy(logits[m], labels[m]) for m in masks])
+
+    def record_extras(self) -> dict[str, Any]:
+        """The task sequence, the accuracy on every task after each, and their summary (avg_accuracy,
+        avg_forgetting)."""
+        return {
+            "task_classes": self.tasks(self.setup.data.num_classes),
+            "task_accuracy": self.task_accuracy,
+            **lifelong_summary(self.task_accuracy),
+        }
 
     def task_stream(self, classes: list[int]) -> BatchStream:
         """The training samples of `classes`."""
@@ -204,7 +220,11 @@ class LwF(ClassIncremental):
         return terms
 
     def record_extras(self) -> dict[str, Any]:
-        return {"num_tasks": self.hp["num_tasks"], "ewc": self.hp["ewc_weight"] > 0}
+        return {
+            **super().record_extras(),
+            "num_tasks": self.hp["num_tasks"],
+            "ewc": self.hp["ewc_weight"] > 0,
+        }
 
 
 @register_method
