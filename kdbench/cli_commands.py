@@ -82,6 +82,7 @@ def run_command(args: argparse.Namespace) -> int:
         checkpoint_every=args.checkpoint_every,
         compile_models=args.compile_models,
         cudnn_benchmark=args.cudnn_benchmark,
+        tensorboard=args.tensorboard,
     )
     check_teachers([record])
     summary = {
@@ -197,6 +198,7 @@ def grid_command(args: argparse.Namespace) -> int:
         memory_format=args.memory_format,
         compile_models=args.compile_models,
         cudnn_benchmark=args.cudnn_benchmark,
+        tensorboard=args.tensorboard,
     )
     print(json.dumps(counts))
     return grid_outcome(profile, results_dir, "kdbench", cells)

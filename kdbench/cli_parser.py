@@ -110,6 +110,11 @@ def _add_fast_paths(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="let cuDNN autotune its convolutions on a GPU (recorded, not in the cell id)",
     )
+    p.add_argument(
+        "--tensorboard",
+        metavar="DIR",
+        help='also log each epoch\'s losses and top-1 as TensorBoard scalars under DIR/<cell id> (pip install -e ".[tensorboard]")',
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -129,11 +129,13 @@ def fit(
     desc: str = "",
     after_epoch: Callable[[int], None] | None = None,
     checkpoint: Checkpoint | None = None,
+    log_epoch: Callable[[int, dict[str, float]], None] | None = None,
 ) -> FitStats:
     """Train `method` on `stream` for `epochs` per task. `after_epoch(e)` (e counts epochs over all tasks) and
     `after_task(t)` run untimed after each epoch and task, with the method back in training mode afterwards.
     `checkpoint`: save the training state every few epochs and resume from a saved one (`kdbench.resume`;
-    ignored for a method with a task sequence)."""
+    ignored for a method with a task sequence). `log_epoch(e, means)`: each epoch's mean loss terms, as soon as they
+    are read, untimed (`kdbench.epoch_log`)."""
     stats = FitStats()
     place(method, stream.device)
     with PeakMemory(stream.device) as memory:
@@ -151,6 +153,7 @@ def fit(
                 desc if classes is None else f"{desc} task {t}",
                 after_epoch,
                 checkpoint if tasks is None else None,
+                log_epoch,
             )
             if after_task is not None:
                 _untimed(method, stats, after_task, t)
@@ -257,6 +260,7 @@ def _fit_phase(
     desc: str,
     after_epoch: Callable[[int], None] | None = None,
     checkpoint: Checkpoint | None = None,
+    log_epoch: Callable[[int, dict[str, float]], None] | None = None,
 ) -> None:
     opt, aux_opt = optimizers(method, recipe)
     scaler = grad_scaler(method.setup.precision)
@@ -290,6 +294,10 @@ def _fit_phase(
         bar.set_postfix({k: f"{v:.3g}" for k, v in means.items()})
         if int(first_bad) >= 0:
             raise TrainingDiverged(int(first_bad), means)
+        if log_epoch is not None:
+            pause = time.perf_counter()
+            log_epoch(len(stats.epoch_losses) - 1, means)
+            stats.untimed_s += time.perf_counter() - pause
         if after_epoch is not None:
             _untimed(method, stats, after_epoch, len(stats.epoch_losses) - 1)
         if checkpoint is not None and checkpoint.due(epoch, epochs):

@@ -168,6 +168,7 @@ def run_grid(
     memory_format: str = "contiguous",
     compile_models: bool = False,
     cudnn_benchmark: bool = False,
+    tensorboard: str | Path | None = None,
 ) -> dict[str, int]:
     """Run every unfinished cell of the profile (or the given cells); returns counts of ok/failed/skipped, and of
     the finished cells found stale (written by other code than the current, `kdbench.record.is_stale`).
@@ -176,7 +177,7 @@ def run_grid(
     `executor` (local, processes, ray), `workers`, `threads`: as `kdbench.executor.run_jobs`. The folders are
     made absolute, as a Ray worker's working directory is not this one. `share_outputs`: cells that replay the
     same batches share their teachers' outputs through the cache folder (`kdbench.teacher_outputs`).
-    `memory_format`, `compile_models`, `cudnn_benchmark`: as `kdbench.runner.run`."""
+    `memory_format`, `compile_models`, `cudnn_benchmark`, `tensorboard`: as `kdbench.runner.run`."""
     profile = get_profile(profile) if isinstance(profile, str) else profile
     results_dir = str(results_dir_for(profile.name, results_dir).resolve())
     cache_dir = str(Path(cache_dir or default_cache_dir()).resolve())
@@ -222,6 +223,7 @@ def run_grid(
             "checkpoint_every": profile.checkpoint_every,
             "compile_models": compile_models,
             "cudnn_benchmark": cudnn_benchmark,
+            "tensorboard": str(Path(tensorboard).resolve()) if tensorboard else None,
         }
         jobs = [(c, results_dir, cache_dir, retry_failed, rerun_stale, how) for c in todo]
         for status in run_jobs(

@@ -13,6 +13,7 @@ from kdbench import deployables, env, fastpaths, metrics
 from kdbench.data import BatchStream
 from kdbench.data.splits import stratified_indices
 from kdbench.engine import fit, get_recipe
+from kdbench.epoch_log import EpochSink, TensorBoardSink
 from kdbench.methods import Method, Setup, get_method
 from kdbench.models import create_model
 from kdbench.prepare import EVAL_BATCH, SPLIT_SEED, Prepared, prepare_data
@@ -102,13 +103,16 @@ def run(
     checkpoint_every: int = 0,
     compile_models: bool = False,
     cudnn_benchmark: bool = False,
+    tensorboard: str | Path | None = None,
 ) -> dict[str, Any]:
     """Run one cell and write its record; returns the record (its path is `record['path']`).
     `memory_format`: auto, channels_last or contiguous (`kdbench.fastpaths`); the record's `memory_format` is the
     one used, outside the cell id. `checkpoint_every` > 0: save the training state every that many epochs under
     `results_dir`/checkpoints, resume from it when the cell is run again after a kill (`kdbench.resume`), and
     delete it once the record is written. `compile_models`, `cudnn_benchmark`: `torch.compile` the student and the
-    teachers, let cuDNN autotune (`kdbench.fastpaths.speed_up`); recorded, not in the cell id.
+    teachers, let cuDNN autotune (`kdbench.fastpaths.speed_up`); recorded, not in the cell id. `tensorboard`: a
+    folder where each epoch's mean loss terms and top-1 also go as TensorBoard scalars while the cell trains, in a
+    run folder named by the cell id (`kdbench.epoch_log`).
 
     `share_outputs`: take teacher outputs from, and add them to, the cache shared by cells that replay the same
     batches (`kdbench.teacher_outputs`); the record is the same either way but for timings, memory and its
@@ -130,7 +134,8 @@ def run(
     ) -> None:  # the method measures its own tasks (kdbench.methods.base.Method.after_task)
         method.after_task(t, *metrics.predict(method.deployable(), prepared.test))
 
-    curve = EpochCurve(method, prepared)
+    sink = TensorBoardSink(Path(tensorboard) / cfg.cell_id()) if tensorboard else None
+    curve = EpochCurve(method, prepared, sink)
     checkpoint = (
         Checkpoint(checkpoint_path(results_dir, cfg), checkpoint_every, curve.state, curve.restore)
         if checkpoint_every > 0
@@ -146,7 +151,12 @@ def run(
         desc=f"{cfg.method} {cfg.student}",
         after_epoch=curve,
         checkpoint=checkpoint,
+        log_epoch=(lambda e, means: sink.scalars(e, {f"loss/{k}": v for k, v in means.items()}))
+        if sink
+        else None,
     )
+    if sink is not None:
+        sink.close()
     outputs_shared = _flush_output_caches(method) if share_outputs else None
     record = _measure(cfg, method, teachers, prepared, stats, dev, latency_repeats, results_dir)
     record["teacher_output_cache"] = outputs_shared
@@ -183,8 +193,9 @@ class EpochCurve:
     cost a short cell a third of its training time; the headline stays the whole test set at the last epoch
     (RepDistiller's convention), and the curve's best epoch is reported beside it (mdistiller reports the best)."""
 
-    def __init__(self, method: Method, prepared: Prepared) -> None:
+    def __init__(self, method: Method, prepared: Prepared, sink: EpochSink | None = None) -> None:
         self.method = method
+        self.sink = sink
         self.val_stream = prepared.val
         test = prepared.test
         self.stream = test
@@ -202,11 +213,14 @@ class EpochCurve:
         self.test: list[float] = []
         self.val: list[float] = []
 
-    def __call__(self, _epoch: int) -> None:
+    def __call__(self, epoch: int) -> None:
         model = self.method.monitored()
         self.test.append(metrics.accuracy(*metrics.predict(model, self.stream)))
         if self.val_stream is not None:
             self.val.append(metrics.accuracy(*metrics.predict(model, self.val_stream)))
+        if self.sink is not None:
+            tops = {"top1/test_curve": self.test[-1], **({"top1/val": self.val[-1]} if self.val else {})}
+            self.sink.scalars(epoch, tops)
 
     def state(self) -> dict[str, Any]:
         """The accuracies so far, for a training checkpoint (`kdbench.resume`)."""
