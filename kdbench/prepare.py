@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from kdbench.data import BatchStream, TensorData, load_dataset, train_val_indices
+from kdbench.data.folder import FolderStream, make_stream
 from kdbench.data.splits import long_tailed_indices, stratified_indices, symmetric_label_noise
 from kdbench.engine import Recipe
 from kdbench.run_config import RunConfig
@@ -29,9 +30,9 @@ class Prepared:
     """The data side of a run: streams over the split, on the run's device."""
 
     data: TensorData
-    train: BatchStream
-    test: BatchStream
-    val: BatchStream | None
+    train: BatchStream | FolderStream
+    test: BatchStream | FolderStream
+    val: BatchStream | FolderStream | None
 
 
 def teacher_subset(cfg: RunConfig, num_train: int) -> int | None:
@@ -58,7 +59,7 @@ def prepare_data(
     labels = symmetric_label_noise(
         data.y_train[train_idx], cfg.label_noise, data.info.num_classes, SPLIT_SEED
     )
-    train = BatchStream(
+    train = make_stream(
         data.x_train[train_idx],
         labels,
         data.info,
@@ -76,12 +77,12 @@ def prepare_data(
             .sort()
             .values
         )
-    test = BatchStream(
+    test = make_stream(
         data.x_test[test_idx], data.y_test[test_idx], data.info, EVAL_BATCH, train=False, device=device
     )
     val = None
     if len(val_idx):
-        val = BatchStream(
+        val = make_stream(
             data.x_train[val_idx],
             data.y_train[val_idx],
             data.info,

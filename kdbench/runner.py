@@ -10,13 +10,12 @@ from typing import Any
 import torch
 
 from kdbench import deployables, env, fastpaths, metrics
-from kdbench.data import BatchStream
 from kdbench.data.splits import stratified_indices
 from kdbench.engine import fit, get_recipe
 from kdbench.epoch_log import EpochSink, TensorBoardSink
 from kdbench.methods import Method, Setup, get_method
 from kdbench.models import create_model
-from kdbench.prepare import EVAL_BATCH, SPLIT_SEED, Prepared, prepare_data
+from kdbench.prepare import SPLIT_SEED, Prepared, prepare_data
 from kdbench.record import Record
 from kdbench.results import write_record
 from kdbench.resume import Checkpoint
@@ -200,16 +199,12 @@ class EpochCurve:
         test = prepared.test
         self.stream = test
         if test.num_samples > CURVE_TEST_IMAGES:
-            keep = (
-                stratified_indices(
-                    test.labels.cpu(), CURVE_TEST_IMAGES, torch.Generator().manual_seed(SPLIT_SEED)
-                )
-                .sort()
-                .values
+            keep = stratified_indices(
+                test.labels.cpu(), CURVE_TEST_IMAGES, torch.Generator().manual_seed(SPLIT_SEED)
             )
-            self.stream = BatchStream(
-                test.images[keep], test.labels[keep], test.info, EVAL_BATCH, train=False, device=test.device
-            )
+            mask = torch.zeros(test.num_samples, dtype=torch.bool)
+            mask[keep] = True
+            self.stream = test.subset(mask)  # the test stream's order and batch size, fewer samples
         self.test: list[float] = []
         self.val: list[float] = []
 

@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 
 from kdbench import env
-from kdbench.data import BatchStream
+from kdbench.data.folder import make_stream
 from kdbench.record import SCHEMA_VERSION, current_code_version
 from kdbench.results import record_path, write_record
 from kdbench.runner import RunConfig, build_method, default_cache_dir
@@ -68,7 +68,8 @@ def measure_timings(
             method, prepared, _ = build_method(cell, dev, cache, progress=False)
             s = prepared.train
             stream, _ = ready(
-                method, BatchStream(s.images, s.labels, s.info, size, s.seed, True, s.device, s.index)
+                method,
+                make_stream(s.images, s.labels, s.info, size, s.seed, True, s.device, s.index, s.augment),
             )
             batches = fixed_batches(stream, group[0].steps)
             steps[name], counts[name] = training_step(method, batches, cell.recipe), len(batches[0])

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 import torchvision
+from torchvision.datasets import ImageFolder
 
 from kdbench.errors import KdbenchError, unknown
 from kdbench.results import atomic_write_bytes
@@ -49,6 +50,14 @@ DATASETS: dict[str, DatasetInfo] = {
     ),
 }
 
+# folder datasets (kdbench.data.folder): too large for memory, read from a local root only (no download), in an
+# ImageFolder layout under root/<folder>/train and root/<folder>/val; ImageNet's statistics
+IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+FOLDER_DATASETS: dict[str, DatasetInfo] = {
+    "tiny-imagenet": DatasetInfo("tiny-imagenet", 200, 3, 64, IMAGENET_MEAN, IMAGENET_STD, 0, True),
+    "imagenet": DatasetInfo("imagenet", 1000, 3, 224, IMAGENET_MEAN, IMAGENET_STD, 0, True),
+}
+FOLDERS = {"tiny-imagenet": "tiny-imagenet-200", "imagenet": "imagenet"}
 SYNTHETIC = "synthetic:"
 # the real datasets' split sizes, which their synthetic stand-ins copy
 SPLIT_SIZES = {
@@ -62,12 +71,14 @@ SYNTHETIC_SEED = 0
 
 def dataset_names() -> list[str]:
     """The valid dataset names, the synthetic stand-ins included, for error messages and --help."""
-    return [*DATASETS, *(SYNTHETIC + name for name in DATASETS)]
+    return [*DATASETS, *FOLDER_DATASETS, *(SYNTHETIC + name for name in DATASETS)]
 
 
 def dataset_info(name: str) -> DatasetInfo:
     """A dataset's description; a synthetic stand-in's is its original's under its own name. An unknown name
     raises naming the valid ones."""
+    if name in FOLDER_DATASETS:
+        return FOLDER_DATASETS[name]
     base = name.removeprefix(SYNTHETIC)
     if base not in DATASETS:
         raise unknown("dataset", name, dataset_names())
@@ -85,13 +96,41 @@ FASHION_MNIST_SHA256 = {
 
 @dataclass
 class TensorData:
-    """A whole dataset as uint8 NCHW images and int64 labels, ready to be moved to a device."""
+    """A whole dataset as uint8 NCHW images and int64 labels, ready to be moved to a device; for a folder
+    dataset, its image files in place of the pixels (`FolderImages`)."""
 
     info: DatasetInfo
-    x_train: torch.Tensor
+    x_train: torch.Tensor | FolderImages
     y_train: torch.Tensor
-    x_test: torch.Tensor
+    x_test: torch.Tensor | FolderImages
     y_test: torch.Tensor
+
+
+class FolderImages:
+    """A dataset split's image files: what a `TensorData` holds in place of a pixel tensor for a folder dataset.
+    Indexing with an index tensor or boolean mask gives the files of those samples."""
+
+    def __init__(self, paths: np.ndarray) -> None:
+        self.paths = paths
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, index: torch.Tensor) -> FolderImages:
+        return FolderImages(self.paths[np.asarray(index.cpu())])
+
+
+def read_split(root: Path, split: str) -> tuple[FolderImages, torch.Tensor, list[str]]:
+    """The files and labels of `root/split` (ImageFolder: classes are the sorted folder names)."""
+    folder = root / split
+    if not folder.is_dir():
+        raise KdbenchError(
+            f"no {folder}: a folder dataset needs train/ and val/ with one subfolder of images per class "
+            "(Tiny-ImageNet's val/ must first be sorted into class folders by its val_annotations.txt)"
+        )
+    found = ImageFolder(str(folder), loader=str)  # the loader is never called: only the file list is read
+    paths = np.array([p for p, _ in found.samples])
+    return FolderImages(paths), torch.tensor([c for _, c in found.samples], dtype=torch.long), found.classes
 
 
 def default_root() -> Path:
@@ -177,6 +216,18 @@ def load_dataset(name: str, root: str | Path | None = None, bundled: str | Path 
 
     `bundled`: where Fashion-MNIST's .gz files are read from when `root` lacks them (default: the package's)."""
     info = dataset_info(name)
+    if name in FOLDER_DATASETS:
+        folder = (Path(root).expanduser() if root else default_root()) / FOLDERS[name]
+        (x_train, y_train, classes), (x_test, y_test, val_classes) = (
+            read_split(folder, "train"),
+            read_split(folder, "val"),
+        )
+        if len(classes) != info.num_classes or val_classes != classes:
+            raise KdbenchError(
+                f"{folder} must have {info.num_classes} class folders, the same under train/ and val/; "
+                f"found {len(classes)} and {len(val_classes)}"
+            )
+        return TensorData(info, x_train, y_train, x_test, y_test)
     if name.startswith(SYNTHETIC):
         return synthetic_dataset(info, *SPLIT_SIZES[name.removeprefix(SYNTHETIC)])
     root = Path(root).expanduser() if root else default_root()
