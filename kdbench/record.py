@@ -143,11 +143,11 @@ class Record:
         # imported here, as the methods are below: reading records (kdbench.results) needs no torch
         from kdbench import env
 
-        resolved = cfg.resolve()
+        resolved = cfg.resolved
         return cls(
             cell_id=cfg.cell_id(),
             status=status,
-            config=resolved,
+            config=resolved.fields,
             method=cfg.method,
             variant=cfg.variant,
             technique=info.technique,
@@ -159,7 +159,7 @@ class Record:
             student=cfg.student,
             dataset=cfg.dataset,
             seed=cfg.seed,
-            epochs=resolved["epochs"],
+            epochs=resolved.epochs,
             code_version=current_code_version(cfg.method),
             env=env.describe(device),
             finished_at=time.strftime("%Y-%m-%dT%H:%M:%S%z"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -10,9 +11,9 @@ from pathlib import Path
 from typing import Any
 
 from kdbench import fastpaths
-from kdbench.engine import get_recipe
+from kdbench.engine import Recipe, get_recipe
 from kdbench.errors import KdbenchError, check_choice
-from kdbench.methods import get_method
+from kdbench.methods import Method, get_method
 from kdbench.methods.base import resolve_hparams
 from kdbench.models.registry import check_model
 from kdbench.results import ensure_writable
@@ -47,8 +48,9 @@ class RunConfig:
         "fp32"  # "bf16": loss terms under bf16 autocast (kdbench.fastpaths); in the cell id only then
     )
 
-    def resolve(self) -> dict[str, Any]:
-        """The fully resolved config: defaults filled in, names checked. Its hash is the cell id."""
+    @functools.cached_property
+    def resolved(self) -> ResolvedRun:
+        """The config resolved once (defaults filled in, names checked): what every layer reads."""
         method = get_method(self.method)
         if len(self.teachers) < method.info.teachers:
             need = method.info.teachers
@@ -63,21 +65,41 @@ class RunConfig:
             if value is not None and value < 1:
                 raise KdbenchError(f"{name} must be at least 1, got {value}")
         check_choice("precision", self.precision, fastpaths.PRECISIONS)
-        resolved = asdict(self)
+        hparams = resolve_hparams(method, self.hparams)
+        fields = asdict(self)
         if self.precision == "fp32":  # the default stays out, so fp32 cells keep the ids they had before bf16
-            del resolved["precision"]
-        resolved.update(
+            del fields["precision"]
+        fields.update(
             teachers=list(self.teachers),
             epochs=epochs,
             teacher_epochs=self.teacher_epochs or epochs,
             recipe=recipe.as_dict(),
-            hparams=resolve_hparams(method, self.hparams),
+            hparams=hparams,
         )
-        return resolved
+        blob = json.dumps(fields, sort_keys=True, default=str)
+        cell_id = f"{self.method}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+        return ResolvedRun(fields, method, recipe, epochs, self.teacher_epochs or epochs, hparams, cell_id)
+
+    def resolve(self) -> dict[str, Any]:
+        """The fully resolved config as the record's `config`: its hash is the cell id."""
+        return self.resolved.fields
 
     def cell_id(self) -> str:
-        blob = json.dumps(self.resolve(), sort_keys=True, default=str)
-        return f"{self.method}-{hashlib.sha256(blob.encode()).hexdigest()[:16]}"
+        return self.resolved.cell_id
+
+
+@dataclass(frozen=True)
+class ResolvedRun:
+    """A `RunConfig` with every default filled in and every name checked (`RunConfig.resolved`, computed once per
+    config): the method class, the recipe, the epochs and hyperparameters in force, and the cell id."""
+
+    fields: dict[str, Any]  # the resolved config: the record's `config`, hashed into the cell id
+    method: type[Method]
+    recipe: Recipe
+    epochs: int
+    teacher_epochs: int
+    hparams: dict[str, Any]
+    cell_id: str
 
 
 def default_cache_dir() -> Path:

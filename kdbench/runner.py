@@ -11,9 +11,9 @@ import torch
 
 from kdbench import deployables, env, fastpaths, metrics
 from kdbench.data.splits import stratified_indices
-from kdbench.engine import fit, get_recipe
+from kdbench.engine import fit
 from kdbench.epoch_log import EpochSink, TensorBoardSink
-from kdbench.methods import Method, Setup, get_method
+from kdbench.methods import Method, Setup
 from kdbench.models import create_model
 from kdbench.prepare import SPLIT_SEED, Prepared, prepare_data
 from kdbench.record import Record
@@ -41,11 +41,11 @@ def build_method(
     teachers' outputs from `kdbench.teacher_outputs` caches under the teacher cache's folder, keeping stage
     features while an epoch of them fits `feature_budget_bytes`. `memory_format`: the layout of every model and
     module (auto, channels_last, contiguous: `kdbench.fastpaths`); the one used is `method.setup.memory_format`."""
-    resolved = cfg.resolve()
+    resolved = cfg.resolved
     precision = fastpaths.check_precision(cfg.precision, dev)
     fastpaths.check_memory_format(memory_format)  # before any teacher is trained
     torch.manual_seed(cfg.seed)
-    prepared = prepare_data(cfg, get_recipe(cfg.recipe), dev, data_root, cfg.seed)
+    prepared = prepare_data(cfg, resolved.recipe, dev, data_root, cfg.seed)
     info = prepared.data.info
 
     teachers = [get_teacher(cfg, i, dev, cache, data_root, progress) for i in range(len(cfg.teachers))]
@@ -76,16 +76,16 @@ def build_method(
         info,
         make_model,
         prepared.train.num_samples,
-        resolved["epochs"],
+        resolved.epochs,
         len(prepared.train),
         dev,
         output_caches,
-        recipe=get_recipe(cfg.recipe),
+        recipe=resolved.recipe,
         precision=precision,
         memory_format=layout,
         seed=cfg.seed,
     )
-    method = get_method(cfg.method)(setup, **resolved["hparams"])
+    method = resolved.method(setup, **resolved.hparams)
     return fastpaths.to_layout(method, layout), prepared, teachers  # its own modules too
 
 
@@ -117,11 +117,10 @@ def run(
     batches (`kdbench.teacher_outputs`); the record is the same either way but for timings, memory and its
     `teacher_output_cache` field ({"hits", "misses", "saved_s"} over all teachers, None when not shared). The
     cost columns use `standalone_train_time_s`: the training time plus the teacher forward time the hits saved."""
-    resolved = cfg.resolve()
     dev = env.resolve_device(device)
     check_folders(results_dir, cache_dir or default_cache_dir())
     cache = TeacherCache(cache_dir or default_cache_dir())
-    recipe, epochs = get_recipe(cfg.recipe), resolved["epochs"]
+    recipe, epochs = cfg.resolved.recipe, cfg.resolved.epochs
     method, prepared, teachers = build_method(
         cfg, dev, cache, data_root, progress, share_outputs, memory_format=memory_format
     )

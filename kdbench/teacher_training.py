@@ -8,7 +8,7 @@ import json
 import torch
 
 from kdbench import env, metrics
-from kdbench.engine import fit, get_recipe
+from kdbench.engine import fit
 from kdbench.executor import run_jobs
 from kdbench.methods import Setup, get_method
 from kdbench.models import create_model
@@ -22,12 +22,12 @@ TEACHER_SEED_STRIDE = 100  # teacher i is trained with seed (teacher_seed or the
 def teacher_key(cfg: RunConfig, index: int) -> TeacherKey:
     """The cache key of the cell's `index`-th teacher: what determines its weights, nothing else."""
     base_seed = cfg.seed if cfg.teacher_seed is None else cfg.teacher_seed
-    recipe = get_recipe(cfg.recipe)
+    recipe = cfg.resolved.recipe
     return TeacherKey(
         cfg.dataset,
         cfg.teachers[index],
         json.dumps(recipe.as_dict(), sort_keys=True),
-        cfg.resolve()["teacher_epochs"],
+        cfg.resolved.teacher_epochs,
         cfg.train_subset if cfg.teacher_train_subset is None else cfg.teacher_train_subset,
         cfg.val_size,
         base_seed + TEACHER_SEED_STRIDE * index,
@@ -47,7 +47,7 @@ def get_teacher(
 ) -> CachedTeacher:
     """The cell's `index`-th teacher from the cache, trained (with `baseline`, on the cell's data) if absent."""
     key = teacher_key(cfg, index)
-    recipe = get_recipe(cfg.recipe)
+    recipe = cfg.resolved.recipe
     prepared = prepare_data(cfg, recipe, device, data_root, key.seed, for_teacher=True)
     info = prepared.data.info
 

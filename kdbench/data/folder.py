@@ -27,9 +27,9 @@ from torchvision.transforms import v2
 from kdbench.data.catalog import DatasetInfo, FolderImages
 from kdbench.data.loader import Batch, BatchStream, normalize
 
-RESIZE_RATIO = (
-    256 / 224
-)  # evaluation: resize the short side to this times the crop, then centre-crop (ImageNet's)
+DEFAULT_WORKERS = 8  # DataLoader processes decoding and augmenting, at most one per core
+# evaluation: resize the short side to this times the crop, then centre-crop (ImageNet's)
+RESIZE_RATIO = 256 / 224
 
 
 class _Files(Dataset):
