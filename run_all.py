@@ -28,14 +28,15 @@ from kdbench import env, grid, profiles, results_index, runner
 from kdbench.cli import INTERRUPTED, one_line_warnings
 from kdbench.cli_commands import grid_outcome
 from kdbench.cli_options import (
+    ExecutorOptions,
     add_data_root,
+    add_executor_options,
     add_memory_format,
     add_retrain_teachers,
     use_data_root,
     use_retrain_teachers,
 )
 from kdbench.errors import KdbenchError
-from kdbench.executor import EXECUTORS, resolve_executor
 from kdbench.notebooks import EXPERIMENT_NOTEBOOKS, portable, run_notebooks
 from kdbench.results import atomic_write_text
 
@@ -44,9 +45,7 @@ def run_job(
     spec: profiles.Profile,
     results_dir: Path,
     device: str,
-    workers: int | None,
-    executor: str,
-    retry_failed: bool,
+    options: ExecutorOptions,
     memory_format: str = "auto",
 ) -> dict[str, Any] | None:
     """Run the profile's grid here, so its progress bar is in the terminal; None for an experiment whose own
@@ -58,10 +57,8 @@ def run_job(
         spec,
         results_dir,
         device=device,
-        workers=workers,
-        executor=executor,
-        retry_failed=retry_failed,
         memory_format=memory_format,
+        **options.as_kwargs(),
     )
     return {**counts, "wall_time_s": round(time.perf_counter() - start, 1)}
 
@@ -76,20 +73,8 @@ def build_parser() -> argparse.ArgumentParser:
         "file (default: %(default)s)",
     )
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda or cuda:N (default: %(default)s)")
-    parser.add_argument("--executor", help=f"how grid cells run: {', '.join(EXECUTORS)} (default: local)")
-    parser.add_argument(
-        "--workers",
-        type=int,
-        help="jobs at once for processes or ray (see kdbench grid --help); "
-        "N > 1 without --executor means processes",
-    )
+    add_executor_options(parser)
     parser.add_argument("--results-dir", help="default: results/<profile name>")
-    parser.add_argument(
-        "--retry-failed",
-        action="store_true",
-        help="run the cells whose record says they failed "
-        "again (by default a finished cell, failed or not, is skipped)",
-    )
     add_memory_format(parser)
     add_data_root(parser)
     add_retrain_teachers(parser)
@@ -113,24 +98,22 @@ def run(args: argparse.Namespace) -> int:
     spec = profiles.get_profile(args.profile)
     profiles.validate(spec)
     env.resolve_device(args.device)
-    executor = resolve_executor(args.executor, args.workers)
+    options = ExecutorOptions.from_args(args)
     use_data_root(args.data_root)
     use_retrain_teachers(args.retrain_teachers)
     results_dir = grid.results_dir_for(spec.name, args.results_dir).resolve()
     runner.check_folders(results_dir, runner.default_cache_dir())
     started, start = time.strftime("%Y-%m-%dT%H:%M:%S%z"), time.perf_counter()
-    ran = run_job(
-        spec, results_dir, args.device, args.workers, executor, args.retry_failed, args.memory_format
-    )
-    run_notebooks(args.profile, args.device, results_dir, args.workers, executor, ran)
+    ran = run_job(spec, results_dir, args.device, options, args.memory_format)
+    run_notebooks(args.profile, args.device, results_dir, options, ran)
     info = {
         "profile": spec.name,
         "started": started,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "wall_time_s": round(time.perf_counter() - start, 1),
         "device": args.device,
-        "executor": executor,
-        "workers": args.workers,
+        "executor": options.executor,
+        "workers": options.workers,
         "grid": ran,
         "machine": f"{env.cpu_model()}, {os.cpu_count()} cores, {platform.system()}",
     }

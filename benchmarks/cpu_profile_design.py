@@ -8,6 +8,8 @@ whether a teacher trained on the full training set gives the student something t
         --seeds 0 1 --synthesis-steps 20 200
     python benchmarks/cpu_profile_design.py longer --out results/design/kd-mobilenetv2-30-epochs.jsonl \
         --teacher cifar_mobilenetv2 --epochs 30 --seeds 0 1
+    python benchmarks/cpu_profile_design.py longer --out results/design/ab-30-epochs.jsonl --method ab \
+        --epochs 30 --seeds 0 1 2
     python benchmarks/cpu_profile_design.py report   --out results/design/kd.jsonl   # -> results/design/kd.md
 
 Each run is an ordinary kdbench cell (kdbench.runner.run) whose record lands in a scratch results folder; one JSON
@@ -24,6 +26,7 @@ from pathlib import Path
 import pandas as pd
 
 from kdbench import engine, env, runner
+from kdbench.methods import parse_hparams
 from kdbench.results import atomic_write_text
 from kdbench.stats import fmt, mean_ci
 
@@ -49,7 +52,8 @@ def plan(study: str, args: argparse.Namespace) -> list[runner.RunConfig]:
         ]
     kd = dataclasses.replace(
         base,
-        method="kd",
+        method=args.method,
+        hparams=parse_hparams(args.hp),
         teachers=(args.teacher,),
         teacher_seed=0,
         recipe=args.recipe,
@@ -59,7 +63,7 @@ def plan(study: str, args: argparse.Namespace) -> list[runner.RunConfig]:
     cells = []
     for s in args.seeds:
         cells += [dataclasses.replace(base, recipe=args.recipe, seed=s), dataclasses.replace(kd, seed=s)]
-    if study == "longer":  # is kd's shortfall against baseline at this budget the budget or the method?
+    if study == "longer":  # is a method's shortfall against baseline at this budget the budget or the method?
         return cells
     if study == "deepinversion":  # is the data-free student's collapse the synthesis budget or the method?
         return [
@@ -98,8 +102,8 @@ def _collapses(g: pd.DataFrame) -> dict[str, str]:
 
 
 def report(lines: Path) -> str:
-    """The runs of a study as a markdown table: top-1 per recipe/method and epochs over seeds, and kd's boost over
-    baseline paired by seed."""
+    """The runs of a study as a markdown table: top-1 per recipe/method and epochs over seeds, and each method's
+    boost over baseline of the same length, paired by seed."""
     df = pd.DataFrame([json.loads(line) for line in lines.read_text().splitlines()])
     out = [
         f"# {lines.stem}: measured with benchmarks/cpu_profile_design.py",
@@ -129,15 +133,20 @@ def report(lines: Path) -> str:
             }
         )
     out.append(pd.DataFrame(rows).to_markdown(index=False))
-    for precision, g in df.groupby("precision"):
-        pivot = g.pivot_table(index="seed", columns=["method", "epochs"], values="student_top1")
-        e = pivot.columns.levels[1].min()
-        if ("kd", e) in pivot and ("baseline", e) in pivot:
-            boost = (pivot[("kd", e)] - pivot[("baseline", e)]).dropna()
+    for (precision, method, settings), g in df[df["method"] != "baseline"].groupby(
+        ["precision", "method", "settings"]
+    ):
+        ref = df[(df["method"] == "baseline") & (df["precision"] == precision)]
+        for e in sorted(set(g["epochs"]) & set(ref["epochs"])):
+            ours = g[g["epochs"] == e].set_index("seed")["student_top1"]
+            boost = (ours - ref[ref["epochs"] == e].set_index("seed")["student_top1"]).dropna()
+            if boost.empty:
+                continue
             mean, half, n = mean_ci(boost)
+            name = f"{method} ({settings})" if settings else method
             out += [
                 "",
-                f"kd − baseline, paired by seed, {e} epochs, {precision}: **{fmt(mean, half)} points** "
+                f"{name} − baseline, paired by seed, {e} epochs, {precision}: **{fmt(mean, half)} points** "
                 f"(n = {n}; per seed: " + ", ".join(f"{s}: {v:+.2f}" for s, v in boost.items()) + ")",
             ]
     return "\n".join(out) + "\n"
@@ -147,6 +156,10 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("study", choices=["recipes", "kd", "bf16", "deepinversion", "longer", "report"])
     p.add_argument("--teacher", default=TEACHER, help="the teacher of kd and deepinversion")
+    p.add_argument("--method", default="kd", help="the distillation method of the kd and longer studies")
+    p.add_argument(
+        "--hp", action="append", default=[], help="its hyperparameters off their defaults: name=value"
+    )
     p.add_argument("--out", type=Path, required=True)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--train-subset", type=int, default=5000)

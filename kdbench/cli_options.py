@@ -6,8 +6,11 @@ tasks), the function that passes it on through the environment (`use_*`).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 def add_data_root(parser: argparse.ArgumentParser) -> None:
@@ -51,3 +54,59 @@ def add_memory_format(p: argparse.ArgumentParser) -> None:
         "cached), channels_last or contiguous; recorded in each record, not part of the cell id "
         "(default: %(default)s)",
     )
+
+
+def add_executor_options(p: argparse.ArgumentParser) -> None:
+    """How a grid's cells run and which finished cells run again: `kdbench grid` and run_all.py share these."""
+    from kdbench.executor import EXECUTORS
+
+    p.add_argument(
+        "--executor",
+        help=f"{', '.join(EXECUTORS)}: one cell after another (default), a pool on this "
+        "machine, or Ray tasks on $RAY_ADDRESS's cluster (else a local Ray)",
+    )
+    p.add_argument(
+        "--workers",
+        type=int,
+        help="jobs at once: the processes pool (default one per core) or Ray "
+        "tasks in flight (default no cap); N > 1 without --executor means processes",
+    )
+    p.add_argument(
+        "--threads",
+        type=int,
+        help="torch threads per job; with ray also the CPUs each task asks for (default 1)",
+    )
+    p.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="run the cells whose record says they failed "
+        "again (by default a finished cell, failed or not, is skipped)",
+    )
+    p.add_argument(
+        "--rerun-stale",
+        action="store_true",
+        help="run the cells whose record was written by other "
+        "code than the current again (by default they are kept, and counted as 'stale')",
+    )
+
+
+@dataclass(frozen=True)
+class ExecutorOptions:
+    """The values of `add_executor_options`, the executor resolved (`kdbench.executor.resolve_executor`): what
+    `kdbench.grid.run_grid` and the notebooks that run cells take as keywords."""
+
+    executor: str
+    workers: int | None = None
+    threads: int | None = None
+    retry_failed: bool = False
+    rerun_stale: bool = False
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> ExecutorOptions:
+        from kdbench.executor import resolve_executor
+
+        executor = resolve_executor(args.executor, args.workers)
+        return cls(executor, args.workers, args.threads, args.retry_failed, args.rerun_stale)
+
+    def as_kwargs(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)

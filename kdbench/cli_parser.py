@@ -18,7 +18,7 @@ from kdbench.cli_commands import (
     teachers_import_command,
     teachers_ship_command,
 )
-from kdbench.cli_options import add_data_root, add_memory_format, add_retrain_teachers
+from kdbench.cli_options import add_data_root, add_executor_options, add_memory_format, add_retrain_teachers
 
 CELL_OPTIONS = (
     "method",
@@ -120,7 +120,6 @@ def _add_fast_paths(p: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from kdbench.data import DATASETS
     from kdbench.engine import RECIPES
-    from kdbench.executor import EXECUTORS
     from kdbench.methods import METHODS
     from kdbench.models import KDBENCH_MODELS
 
@@ -242,34 +241,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("grid", help="run (or resume) every cell of a profile")
     _add_profile(p, "the grid to run")
     _add_dataset_override(p)
-    p.add_argument(
-        "--executor",
-        help=f"{', '.join(EXECUTORS)}: one cell after another (default), a pool on this "
-        "machine, or Ray tasks on $RAY_ADDRESS's cluster (else a local Ray)",
-    )
-    p.add_argument(
-        "--workers",
-        type=int,
-        help="jobs at once: the processes pool (default one per core) or Ray "
-        "tasks in flight (default no cap); N > 1 without --executor means processes",
-    )
-    p.add_argument(
-        "--threads",
-        type=int,
-        help="torch threads per job; with ray also the CPUs each task asks for (default 1)",
-    )
-    p.add_argument(
-        "--retry-failed",
-        action="store_true",
-        help="run the cells whose record says they failed "
-        "again (by default a finished cell, failed or not, is skipped)",
-    )
-    p.add_argument(
-        "--rerun-stale",
-        action="store_true",
-        help="run the cells whose record was written by other "
-        "code than the current again (by default they are kept, and counted as 'stale')",
-    )
+    add_executor_options(p)
     p.add_argument("--list", action="store_true", help="print the cells and exit")
     _add_common(p, "results/<profile name>")
     _no_output_cache(p)

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from traitlets.config import Config
 
 from kdbench import profiles
+from kdbench.cli_options import ExecutorOptions
 from kdbench.errors import KdbenchError
 from kdbench.results import atomic_write_text
 
@@ -90,23 +91,23 @@ def run_notebooks(
     profile: str,
     device: str,
     results_dir: Path,
-    workers: int | None,
-    executor: str,
+    options: ExecutorOptions,
     ran: dict[str, Any] | None = None,
 ) -> None:
-    """Every notebook of the profile; `ran`: what run_job did, for the grid notebook to record."""
+    """Every notebook of the profile; `options`: how the notebooks that run cells run them; `ran`: what run_job
+    did, for the grid notebook to record."""
     out_dir = results_dir / "notebooks"
     out_dir.mkdir(parents=True, exist_ok=True)
     common = {
         "profile": portable(profile) if profile.endswith((".yaml", ".yml")) else profile,
         "device": device,
         "results_dir": portable(results_dir),
-        "workers": workers,
+        "workers": options.workers,
     }
     spec = profiles.get_profile(profile)
     for name in tqdm(notebooks_for(profile), desc=f"notebooks ({Path(profile).stem})"):
         # only the notebooks that run jobs have an executor in their parameter cell
-        params = {**common, "executor": executor} if name in JOB_NOTEBOOKS else common
+        params = {**common, **options.as_kwargs()} if name in JOB_NOTEBOOKS else common
         out_name = None
         if name == GRID_NOTEBOOK:
             params["ran"] = ran

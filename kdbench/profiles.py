@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -104,21 +104,44 @@ def _cell(profile: Profile, method: str, pair: Pair, seed: int, **overrides: Any
         raise KdbenchError(
             f"method {method!r} needs {needed} teachers; add extra_teachers to profile {profile.name!r}"
         )
+    return budget_cell(
+        profile,
+        method,
+        pair.student,
+        teachers,
+        seed,
+        epochs=pair.epochs,
+        hparams=dict(profile.hparams.get(method, {})),
+        **overrides,
+    )
+
+
+def budget_cell(
+    profile: Profile,
+    method: str,
+    student: str,
+    teachers: Sequence[str],
+    seed: int,
+    epochs: int | None = None,
+    **fields: Any,
+) -> RunConfig:
+    """A cell at `profile`'s budget (dataset, recipe, epochs unless given, subsets, teacher training); the
+    teacher-only fields stay unset without a teacher, so a teacher-free cell has one id whatever the profile's
+    teachers. Profiles and claims build their cells here, so a cell means the same in both."""
     return RunConfig(
         method=method,
-        student=pair.student,
-        teachers=teachers,
+        student=student,
+        teachers=tuple(teachers),
         dataset=profile.dataset,
         seed=seed,
         recipe=profile.recipe,
-        epochs=pair.epochs if pair.epochs is not None else profile.epochs,
+        epochs=epochs if epochs is not None else profile.epochs,
         teacher_epochs=profile.teacher_epochs,
         train_subset=profile.train_subset,
-        teacher_seed=profile.teacher_seed if needed else None,
-        teacher_train_subset=profile.teacher_train_subset if needed else None,
+        teacher_seed=profile.teacher_seed if teachers else None,
+        teacher_train_subset=profile.teacher_train_subset if teachers else None,
         test_subset=profile.test_subset,
-        hparams=dict(profile.hparams.get(method, {})),
-        **overrides,
+        **fields,
     )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 
@@ -11,7 +12,8 @@ import torch
 
 from kdbench import results
 from kdbench.cli import main
-from kdbench.runner import RunConfig, run
+from kdbench.runner import RunConfig, get_teacher, run
+from kdbench.teachers import TeacherCache
 from tests.helpers import KD_RUN
 
 TINY = dict(student="cifar_resnet8", teachers=("cifar_resnet14",), train_subset=256, epochs=1)
@@ -109,8 +111,6 @@ def test_different_config_different_cell():
 def test_corrupt_teacher_checkpoint_is_retrained(kd_record, tmp_path, damage):
     root, _ = kd_record
     cache_dir = tmp_path / "cache"
-    import shutil
-
     shutil.copytree(root / "cache", cache_dir)
     (ckpt,) = (cache_dir / "teachers").glob("*.pt")
     data = ckpt.read_bytes()
@@ -120,26 +120,12 @@ def test_corrupt_teacher_checkpoint_is_retrained(kd_record, tmp_path, damage):
         ckpt.write_bytes(data[:100] + bytes([data[100] ^ 0xFF]) + data[101:])
     else:
         ckpt.with_suffix(".sha256").unlink()
+    cfg, cache = RunConfig(method="baseline", **TINY), TeacherCache(cache_dir)
     with pytest.warns(UserWarning, match="unusable"):
-        rec = run(
-            RunConfig(method="baseline", **TINY),
-            device="cpu",
-            results_dir=tmp_path / "res",
-            cache_dir=cache_dir,
-            progress=False,
-            latency_repeats=2,
-        )
-    assert rec["teachers_from_cache"] == [False]  # retrained, and the new checkpoint is valid again:
-    rec2 = run(
-        RunConfig(method="baseline", **TINY),
-        device="cpu",
-        results_dir=tmp_path / "res",
-        cache_dir=cache_dir,
-        progress=False,
-        latency_repeats=2,
-    )
-    assert rec2["teachers_from_cache"] == [True]
-    assert rec2["teacher_top1"] == rec["teacher_top1"]
+        first = get_teacher(cfg, 0, torch.device("cpu"), cache, progress=False)
+    assert not first.from_cache  # retrained, and the new checkpoint is valid again:
+    again = get_teacher(cfg, 0, torch.device("cpu"), cache, progress=False)
+    assert again.from_cache and again.meta["top1"] == first.meta["top1"]
 
 
 @pytest.mark.parametrize(

@@ -20,7 +20,7 @@ from kdbench.errors import unknown
 from kdbench.figure_style import empty_figure
 from kdbench.frame import load_frame
 from kdbench.grid import results_dir_for, run_grid
-from kdbench.profiles import EXPERIMENTS, Profile, get_profile
+from kdbench.profiles import EXPERIMENTS, Profile, budget_cell, get_profile
 from kdbench.results import atomic_write_text
 from kdbench.runner import RunConfig
 
@@ -89,22 +89,7 @@ class Budget:
         return self.profile.pairs[0].teacher
 
     def cfg(self, method: str, teachers: Sequence[str] = (), seed: int = 0, **fields: Any) -> RunConfig:
-        p = self.profile
-        return RunConfig(
-            method=method,
-            student=self.student,
-            teachers=tuple(teachers),
-            dataset=p.dataset,
-            seed=seed,
-            recipe=p.recipe,
-            epochs=p.epochs,
-            teacher_epochs=p.teacher_epochs,
-            train_subset=p.train_subset,
-            teacher_seed=p.teacher_seed if teachers else None,
-            test_subset=p.test_subset,
-            teacher_train_subset=p.teacher_train_subset if teachers else None,
-            **fields,
-        )
+        return budget_cell(self.profile, method, self.student, teachers, seed, **fields)
 
     def baseline(self, seed: int, **fields: Any) -> Entry:
         return {"method": "baseline"}, self.cfg("baseline", seed=seed, **fields)
@@ -245,9 +230,13 @@ def run(
     cache_dir: str | Path | None = None,
     keys: Sequence[str] | None = None,
     progress: bool = True,
+    threads: int | None = None,
+    retry_failed: bool = False,
+    rerun_stale: bool = False,
 ) -> dict[str, int]:
     """Run the claims' unfinished cells, then their unrecorded timings (alone, after the cells, so no training
-    shares the machine with them). Teacher outputs are not shared between cells: each cell's time is its cost."""
+    shares the machine with them). Teacher outputs are not shared between cells: each cell's time is its cost.
+    `threads`, `retry_failed`, `rerun_stale`: as `kdbench.grid.run_grid`."""
     profile = get_profile(profile) if isinstance(profile, str) else profile
     results_dir = results_dir_for(profile.name, results_dir)
     counts = run_grid(
@@ -259,7 +248,10 @@ def run(
         progress=progress,
         cells=all_cells(profile, keys),
         executor=executor,
+        threads=threads,
         share_outputs=False,
+        retry_failed=retry_failed,
+        rerun_stale=rerun_stale,
     )
     timings = [t for claim in get_claims(keys) for t in claim.timings(Budget(profile))]
     counts["timed"] = measure_timings(timings, results_dir, device, cache_dir)

@@ -41,6 +41,12 @@ def lines(
         ax.legend(fontsize=7)
 
 
+def point(ax: plt.Axes, g: pd.DataFrame, x: str, y: str, label: str) -> None:
+    """One setting as a point at its mean (`x`, `y`) over seeds, with ± 1 sd bars on both axes: for a trade-off
+    drawn as a cloud of settings, where the spread of each is what a reader weighs."""
+    ax.errorbar(g[x].mean(), g[y].mean(), xerr=g[x].std(), yerr=g[y].std(), fmt="o", capsize=3, label=label)
+
+
 def bars(ax: plt.Axes, frame: pd.DataFrame, x: str, y: str, by: str) -> None:
     """Grouped bars of mean `y` with 95% CI, one group per `x`, one bar per `by`."""
     xs = list(dict.fromkeys(frame[x]))

@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from kdbench.claims.core import Budget, Claim, Entry, Finding, register_claim
-from kdbench.claims.figures import figure
+from kdbench.claims.figures import figure, point
 from kdbench.claims.frames import series, summarise
 
 # LwF's paper weight 1 and ten times it; EWC 1 and 10: in a check at the cpu recipe's lr 0.1 (2 epochs a task),
@@ -95,15 +95,7 @@ class LifelongRetention(Claim):
         fig, (ax,) = figure(1, 6)
         for (method, term, w), g in frame.groupby(["method", "term", "weight"], sort=False, dropna=False):
             label = method if term == "none" else f"{term} weight {w:g}"
-            ax.errorbar(
-                g["forgetting"].mean(),
-                g["new_task"].mean(),
-                xerr=g["forgetting"].std(),
-                yerr=g["new_task"].std(),
-                fmt="o",
-                capsize=3,
-                label=label,
-            )
+            point(ax, g, "forgetting", "new_task", label)
         ax.set_xlabel("average forgetting (pts; lower keeps more)")
         ax.set_ylabel("accuracy on the newest task (%)")
         ax.legend(fontsize=7)

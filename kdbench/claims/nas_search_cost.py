@@ -12,7 +12,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from kdbench.claims.core import Budget, Claim, Entry, Finding, register_claim
-from kdbench.claims.figures import figure, lines
+from kdbench.claims.figures import figure, lines, point
 from kdbench.claims.frames import minus, series, summarise
 from kdbench.methods import get_method
 
@@ -88,15 +88,7 @@ class NasSearchCost(Claim):
         fig, (left, right) = figure(2)
         for (pick, n), g in frame.groupby(["pick", "proxy_batches"], sort=False):
             label = "largest in budget (no search)" if pick == "largest" else f"search, {n:.0f} proxy batches"
-            left.errorbar(
-                g["search_s"].mean(),
-                g["student_top1"].mean(),
-                xerr=g["search_s"].std(),
-                yerr=g["student_top1"].std(),
-                fmt="o",
-                capsize=3,
-                label=label,
-            )
+            point(left, g, "search_s", "student_top1", label)
         left.set_xlabel("search time (s), mean ± sd over seeds")
         left.set_ylabel("student top-1 (%)")
         left.legend(fontsize=7)
