@@ -32,8 +32,10 @@ def test_corrupt_bundled_file_is_rejected(tmp_path, monkeypatch):
 
 
 def test_unknown_dataset_names_choices():
-    with pytest.raises(KdbenchError, match="valid choices: cifar10, cifar100, fashion-mnist, mnist"):
-        load_dataset("imagenet")
+    with pytest.raises(
+        KdbenchError, match="valid choices: cifar10, cifar100, fashion-mnist, imagenet, mnist, synthetic:"
+    ):
+        load_dataset("svhn")
 
 
 def test_missing_offline_dataset_says_where_to_put_it(tmp_path, monkeypatch):

@@ -192,7 +192,8 @@ def test_output_caches_are_kept_apart_by_arithmetic():
         for layout in fastpaths.LAYOUTS
     }
     assert (
-        len(tags) == 4 and fastpaths.output_cache_tag("contiguous", "fp32") == ""
+        len(tags) == len(fastpaths.PRECISIONS) * len(fastpaths.LAYOUTS)
+        and fastpaths.output_cache_tag("contiguous", "fp32") == ""
     )  # fp32 caches keep their names
 
 
@@ -248,11 +249,11 @@ def test_bench_times_every_config_and_reports_what_cannot_run(tmp_path, monkeypa
 @pytest.mark.parametrize(
     "argv",
     [
-        [*KD_RUN, "--precision", "fp16"],
+        [*KD_RUN, "--precision", "fp8"],
         [*KD_RUN, "--memory-format", "nhwc"],
-        ["bench", "--profile", "smoke", "--precision", "fp16"],
+        ["bench", "--profile", "smoke", "--precision", "fp8"],
         ["bench", "--profile", "smoke", "--memory-format", "nhwc"],
-        ["grid", "--profile", "smoke", "--list", "--precision", "fp16"],
+        ["grid", "--profile", "smoke", "--list", "--precision", "fp8"],
     ],
 )
 def test_cli_bad_fast_path_is_one_line(argv, capsys, tmp_path):

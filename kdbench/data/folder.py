@@ -156,7 +156,9 @@ def make_stream(
     device: torch.device | str = "cpu",
     index: torch.Tensor | None = None,
     augment: str = "crop+flip",
+    workers: int | None = None,
 ) -> BatchStream | FolderStream:
-    """The stream for a split: in memory for pixel tensors, read by workers for image files."""
-    cls = FolderStream if isinstance(images, FolderImages) else BatchStream
-    return cls(images, labels, info, batch_size, seed, train, device, index, augment)
+    """The stream for a split: in memory for pixel tensors, read by `workers` processes for image files."""
+    if isinstance(images, FolderImages):
+        return FolderStream(images, labels, info, batch_size, seed, train, device, index, augment, workers)
+    return BatchStream(images, labels, info, batch_size, seed, train, device, index, augment)

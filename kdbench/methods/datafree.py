@@ -5,6 +5,7 @@ either by a generator trained alongside it (DAFL) or by optimising a pool of inp
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -110,7 +111,9 @@ class DAFL(Method):
         return {
             "one_hot": self.hp["oh"] * F.cross_entropy(logits, logits.argmax(1)),
             "activation": self.hp["a"] * -out.embedding.abs().mean(),
-            "entropy": self.hp["ie"] * (p * torch.log10(p)).sum(),  # DAFL uses log10
+            # DAFL's sum of p · log10 p; xlogy takes 0 · log 0 as 0 where a class's mean probability underflows
+            # (100 classes: the reference's p * log10(p) is then NaN)
+            "entropy": self.hp["ie"] * (torch.special.xlogy(p, p) / math.log(10)).sum(),
         }
 
     def loss_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
