@@ -13,6 +13,7 @@ while its running-statistics top-1 is at chance learnt the task but carries unus
 from __future__ import annotations
 
 import argparse
+import copy
 from pathlib import Path
 
 import pandas as pd
@@ -36,15 +37,9 @@ def top1(model: nn.Module, stream, batch_statistics: bool) -> float:
     running statistics left as they were)."""
     if not batch_statistics:
         return metrics.accuracy(*metrics.predict(model, stream))
-    saved = [
-        (bn.running_mean.clone(), bn.running_var.clone(), bn.num_batches_tracked.clone())
-        for bn in batch_norms(model)
-    ]
-    model.train()
+    probe = copy.deepcopy(model).train()  # a copy's running statistics absorb the test batches, not the model's
     with torch.no_grad():
-        hits = sum(int((model(b.x).argmax(1) == b.y).sum()) for b in stream.epoch(0))
-    for bn, (mean, var, n) in zip(batch_norms(model), saved, strict=True):
-        bn.running_mean.copy_(mean), bn.running_var.copy_(var), bn.num_batches_tracked.copy_(n)
+        hits = sum(int((probe(b.x).argmax(1) == b.y).sum()) for b in stream.epoch(0))
     return 100.0 * hits / stream.num_samples
 
 
