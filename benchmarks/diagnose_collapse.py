@@ -37,7 +37,9 @@ def top1(model: nn.Module, stream, batch_statistics: bool) -> float:
     running statistics left as they were)."""
     if not batch_statistics:
         return metrics.accuracy(*metrics.predict(model, stream))
-    probe = copy.deepcopy(model).train()  # a copy's running statistics absorb the test batches, not the model's
+    probe = copy.deepcopy(
+        model
+    ).train()  # a copy's running statistics absorb the test batches, not the model's
     with torch.no_grad():
         hits = sum(int((probe(b.x).argmax(1) == b.y).sum()) for b in stream.epoch(0))
     return 100.0 * hits / stream.num_samples
