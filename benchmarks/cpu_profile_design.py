@@ -8,8 +8,10 @@ whether a teacher trained on the full training set gives the student something t
         --seeds 0 1 --synthesis-steps 20 200
     python benchmarks/cpu_profile_design.py longer --out results/design/kd-mobilenetv2-30-epochs.jsonl \
         --teacher cifar_mobilenetv2 --epochs 30 --seeds 0 1
-    python benchmarks/cpu_profile_design.py longer --out results/design/ab-30-epochs.jsonl --method ab \
-        --epochs 30 --seeds 0 1 2
+    python benchmarks/cpu_profile_design.py longer --out results/design/zoo-30-epochs.jsonl --method ab \
+        --epochs 30 --seeds 0
+    python benchmarks/cpu_profile_design.py longer --out results/design/crd-nce-k.jsonl --method crd \
+        --epochs 10 --hp nce_k=1638 --seeds 0 1 2
     python benchmarks/cpu_profile_design.py report   --out results/design/kd.jsonl   # -> results/design/kd.md
 
 Each run is an ordinary kdbench cell (kdbench.runner.run) whose record lands in a scratch results folder; one JSON

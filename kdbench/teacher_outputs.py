@@ -16,8 +16,10 @@ correct). Served tensors are the stored ones, not copies: no method writes into 
 tensors were written to anyway (their version counters moved) is recomputed.
 
 Where it lives: an in-process LRU (`MEMORY_BYTES`, on the run's device), so consecutive cells in one process do not
-reread disk, and, with a `root`, one file per epoch, `<root>/teacher_outputs/<teacher_id>/<stream digest>/e<epoch>.pt`,
-shared by cells and processes. A file is a SHA-256 line followed by a `torch.save` payload read with `weights_only=True`; it is
+reread disk, and, with a `root`, one file per epoch,
+`<root>/teacher_outputs/<teacher_id>/<fingerprint>/<stream digest>/e<epoch>.pt`, shared by cells and processes (the
+fingerprint in the path: processes with other thread counts keep their own files instead of overwriting each
+other's). A file is a SHA-256 line followed by a `torch.save` payload read with `weights_only=True`; it is
 written atomically when the stream moves on to another epoch, when the epoch is evicted and at `flush()`. A file that
 fails its checksum, does not load, or names another teacher, stream or epoch is ignored and recomputed.
 """
@@ -301,7 +303,12 @@ class TeacherOutputCache:
             path = (
                 None
                 if self.root is None
-                else self.root / "teacher_outputs" / self.teacher_id / digest / f"e{number}.pt"
+                else self.root
+                / "teacher_outputs"
+                / self.teacher_id
+                / self.fingerprint
+                / digest
+                / f"e{number}.pt"
             )
             epoch = _Epoch.load(meta, path, device)
             _MEMORY.put(key, epoch)

@@ -16,7 +16,9 @@ from kdbench.runner import RunConfig, get_teacher, run
 from kdbench.teachers import TeacherCache
 from tests.helpers import KD_RUN
 
-TINY = dict(student="cifar_resnet8", teachers=("cifar_resnet14",), train_subset=256, epochs=1)
+TINY = dict(
+    student="cifar_resnet8", teachers=("cifar_resnet14",), train_subset=256, epochs=1, test_subset=1000
+)
 
 REQUIRED = {
     "cell_id": str,

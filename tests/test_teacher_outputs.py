@@ -62,7 +62,7 @@ def test_cached_equals_fresh_from_memory_and_from_disk(teacher, tiny_stream, tmp
     other = TeacherOutputCache(teacher, "t", tmp_path)  # another cell, another process: from the file
     assert_same(other.outputs(batch, features), fresh)
     assert _counts(other) == {"hits": 1, "misses": 0}
-    assert (tmp_path / "teacher_outputs" / "t" / tiny_stream.digest / "e0.pt").exists()
+    assert (tmp_path / "teacher_outputs" / "t" / cache.fingerprint / tiny_stream.digest / "e0.pt").exists()
 
 
 def test_features_are_recomputed_for_an_entry_without_them(teacher, tiny_stream):
@@ -138,7 +138,7 @@ def test_corrupted_or_misplaced_files_are_ignored(teacher, tiny_stream, tmp_path
     for epoch in (0, 1):
         cache.outputs(first_batch(tiny_stream, epoch), False)
     cache.flush()
-    folder = tmp_path / "teacher_outputs" / "t" / tiny_stream.digest
+    folder = tmp_path / "teacher_outputs" / "t" / cache.fingerprint / tiny_stream.digest
     tamper(folder / "e0.pt", folder)
     teacher_outputs._MEMORY.epochs.clear()
     batch = first_batch(tiny_stream, 0)
@@ -158,11 +158,12 @@ def test_weights_other_than_the_stored_ones_are_a_miss(teacher, tiny_stream, tmp
     teacher_outputs._MEMORY.epochs.clear()
     torch.manual_seed(1)
     retrained = create_model(TINY_TEACHER, 10, 1).eval()
-    other = TeacherOutputCache(retrained, "t", tmp_path)  # the same id, other weights
-    with pytest.warns(UserWarning, match="another teacher"):
-        out = other.outputs(batch, False)
+    other = TeacherOutputCache(retrained, "t", tmp_path)  # the same id, other weights: another file
+    out = other.outputs(batch, False)
     assert torch.equal(out.logits, teacher_forward(retrained, batch.x, False).logits)
     assert _counts(other) == {"hits": 0, "misses": 1}
+    other.flush()
+    assert len(list((tmp_path / "teacher_outputs" / "t").iterdir())) == 2  # neither overwrote the other
 
 
 def test_outputs_written_into_are_not_served_again(teacher, tiny_stream):
