@@ -170,7 +170,7 @@ def _check_dataset(name: str) -> None:
 
 def grid_command(args: argparse.Namespace) -> int:
     from kdbench.grid import results_dir_for, run_grid
-    from kdbench.profiles import all_cells, get_profile, on_dataset, validate
+    from kdbench.profiles import all_cells, get_profile, left_out, on_dataset, validate
 
     profile = on_dataset(get_profile(args.grid or args.profile), args.dataset)
     validate(profile)
@@ -178,6 +178,8 @@ def grid_command(args: argparse.Namespace) -> int:
     if args.list:
         for cfg in cells:
             print(cfg.cell_id(), cfg.method, "/".join(cfg.teachers), cfg.student, f"seed={cfg.seed}")
+        for method, pair, why in left_out(profile):
+            print(f"# left out: {method} on {pair.teacher} -> {pair.student} ({why})")
         return 0
     use_data_root(args.data_root)
     use_retrain_teachers(args.retrain_teachers)

@@ -11,15 +11,20 @@ budget. A user's profile is the same fields in a YAML file (`load_profile`), eve
 from __future__ import annotations
 
 import dataclasses
+import functools
 import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from kdbench.data.catalog import SYNTHETIC
+import torch
+
+from kdbench.data.catalog import SYNTHETIC, dataset_info
 from kdbench.errors import KdbenchError, unknown
 from kdbench.methods import METHODS, get_method
+from kdbench.methods.base import Method
+from kdbench.models import create_model
 from kdbench.profile_yaml import check_fields, check_types, read_grid_file
 from kdbench.runner import RunConfig
 
@@ -151,10 +156,39 @@ def _distinct(cells: list[RunConfig]) -> list[RunConfig]:
     return list({c.cell_id(): c for c in cells}.values())
 
 
+def pair_problem(method: str, pair: Pair, dataset: str) -> str | None:
+    """Why `method` cannot take `pair` on `dataset` (`Method.pair_problem`; None: it can), asked of the pair's
+    architectures built on the meta device (no weights, no memory)."""
+    cls = get_method(method)
+    if cls.pair_problem.__func__ is Method.pair_problem.__func__ or not cls.info.teachers:
+        return None
+    return cls.pair_problem(_meta_model(pair.student, dataset), _meta_model(pair.teacher, dataset))
+
+
+@functools.cache
+def _meta_model(name: str, dataset: str) -> torch.nn.Module:
+    info = dataset_info(dataset)
+    with torch.device("meta"):
+        return create_model(name, info.num_classes, info.in_chans)
+
+
+def left_out(profile: Profile) -> list[tuple[str, Pair, str]]:
+    """The (method, pair, why) a profile leaves out because the method cannot take the pair."""
+    return [
+        (method, pair, problem)
+        for pair in profile.pairs
+        for method in profile.method_names(pair)
+        if (problem := pair_problem(method, pair, profile.dataset))
+    ]
+
+
 def main_cells(profile: Profile) -> list[RunConfig]:
     cells = []
+    skip = {(method, pair) for method, pair, _ in left_out(profile)}
     for pair in profile.pairs:
         for method in profile.method_names(pair):
+            if (method, pair) in skip:
+                continue
             for seed in profile.seeds:
                 cells.append(_cell(profile, method, pair, seed))
                 for variant, hp in profile.variants.get(method, {}).items():

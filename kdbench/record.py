@@ -13,6 +13,7 @@ import ast
 import functools
 import hashlib
 import inspect
+import json
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -253,10 +254,42 @@ def current_code_version(method: str) -> dict[str, str]:
     }
 
 
+# Code digests verified to write the same records as newer ones, by scripts/code_equivalence.py (a refactor that
+# changes no number need not make every record stale): {"core": {old: new}, "<method>": {old: new}}
+EQUIVALENCE_FILE = "code_equivalence.json"
+
+
+@functools.cache
+def code_equivalences() -> dict[str, dict[str, str]]:
+    path = package_root() / EQUIVALENCE_FILE
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def _newest(digest: str | None, newer: dict[str, str]) -> str | None:
+    """`digest` followed through its verified equivalences to the newest one."""
+    seen: set[str] = set()
+    while digest in newer and digest not in seen:
+        seen.add(digest)
+        digest = newer[digest]
+    return digest
+
+
+def equivalent_version(version: dict[str, str], method: str) -> dict[str, str]:
+    """The newest code version verified to write the same records of `method` as `version`."""
+    known = code_equivalences()
+    return {
+        "package": version.get("package"),
+        "method": _newest(version.get("method"), known.get(method, {})),
+        "core": _newest(version.get("core"), known.get("core", {})),
+    }
+
+
 def is_stale(record: dict[str, Any]) -> bool:
     """Whether the record was written by other code than the current (or says nothing of its code, or is of a
-    method that no longer exists)."""
+    method that no longer exists); code verified to write the same records as the current is not other code."""
     from kdbench.methods import METHODS
 
     version, method = record.get("code_version"), record.get("method")
-    return not version or method not in METHODS or version != current_code_version(method)
+    if not version or method not in METHODS:
+        return True
+    return equivalent_version(version, method) != current_code_version(method)

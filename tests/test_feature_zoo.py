@@ -31,6 +31,8 @@ from kdbench.methods.feature_zoo import (
 )
 from kdbench.methods.preact import PreactFeatures
 from kdbench.models import KDBENCH_MODELS, create_model
+from kdbench.models.features import forward_with_features, stage_channels
+from kdbench.profiles import PROFILES, all_cells, left_out
 from tests.conftest import make_setup
 
 torch.set_num_threads(1)
@@ -400,3 +402,20 @@ def test_bad_pairs_and_values_are_errors(fashion, tiny_stream):
         get_method("vid")(make_setup(fashion, tiny_stream), init_pred_var=1e-6)
     with pytest.raises(KdbenchError, match=r"init_fraction=1.5 of ab must be in \[0, 1\]"):
         get_method("ab")(make_setup(fashion, tiny_stream), init_fraction=1.5)
+
+
+@pytest.mark.parametrize("name", sorted(KDBENCH_MODELS))
+def test_stage_channels_are_the_probed_stages(name):
+    model = create_model(name, 10, 3).eval()
+    with torch.no_grad():
+        probed = [s.shape[1] for s in forward_with_features(model, torch.randn(2, 3, 32, 32)).stages]
+    assert stage_channels(model) == probed
+
+
+def test_profiles_leave_out_the_pairs_fsp_cannot_take():
+    paper = PROFILES["paper"]
+    left = {(m, p.student) for m, p, _ in left_out(paper)}
+    assert left == {("fsp", s) for s in ("cifar_mobilenetv2", "cifar_shufflenetv1", "cifar_shufflenetv2")}
+    cells = {(c.method, c.student) for c in all_cells(paper)}
+    assert not left & cells and ("fsp", "cifar_resnet8x4") in cells
+    assert not left_out(PROFILES["cpu"]) and not left_out(PROFILES["zoo"])

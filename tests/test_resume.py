@@ -4,6 +4,7 @@ from its last whole checkpoint, and ends with the record of a run that was never
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -21,7 +22,7 @@ def _run(method: str, out: Path, cache: Path, kill_at: str = "") -> subprocess.C
     teacher = [] if method == "pskd" else ["--teacher", "cifar_resnet14"]
     argv = [
         *("run", "--method", method, "--student", "cifar_resnet8", *teacher),
-        *("--epochs", "4", "--train-subset", "256", "--test-subset", "200", "--checkpoint-every", "1"),
+        *("--epochs", "3", "--train-subset", "128", "--test-subset", "100", "--checkpoint-every", "1"),
         *("--results-dir", str(out), "--cache-dir", str(cache), "--device", "cpu", "--quiet"),
         *("--memory-format", "contiguous", "--no-output-cache"),
     ]
@@ -36,12 +37,18 @@ def _record(out: Path) -> dict:
     return results.read_record(path)
 
 
+@pytest.fixture(scope="module")
+def teacher_cache(tmp_path_factory) -> Path:
+    """One cache for the module: the teacher is trained once, by the first run that needs it."""
+    return tmp_path_factory.mktemp("cache")
+
+
 # kd: the plain case; crd: a memory bank in buffers and a draw counter in a plain attribute; pskd: its past
 # predictions in non-persistent buffers (outside state_dict)
 @pytest.mark.slow
 @pytest.mark.parametrize("method", ["kd", "crd", "pskd"])
-def test_killed_cell_resumes_from_its_checkpoint_to_the_same_record(method, tmp_path):
-    cache = tmp_path / "cache"
+def test_killed_cell_resumes_from_its_checkpoint_to_the_same_record(method, tmp_path, teacher_cache):
+    cache = teacher_cache
     done = _run(method, tmp_path / "reference", cache)
     assert done.returncode == 0, done.stderr
     reference = _record(tmp_path / "reference")
@@ -51,6 +58,9 @@ def test_killed_cell_resumes_from_its_checkpoint_to_the_same_record(method, tmp_
     )  # removed once the record is written
 
     out = tmp_path / "out"
+    # the deployables' measurements (keyed by architecture, device and threads) are the reference's: timing the
+    # same models again would only slow the test
+    shutil.copytree(tmp_path / "reference" / "deployables", out / "deployables")
     killed = _run(method, out, cache, kill_at=".ckpt:2")  # after epoch 2, mid-write of the second checkpoint
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert not (out / "records").exists() or not list((out / "records").glob("*.json"))

@@ -127,6 +127,13 @@ class Method(nn.Module):
         self.epoch = 0  # the engine keeps this current; schedules (warm-ups, ramps) read it
         self.task_index = 0
 
+    @classmethod
+    def pair_problem(cls, student: nn.Module, teacher: nn.Module) -> str | None:
+        """Why this method cannot distil `teacher` into `student`, from their architectures alone (None: it can).
+        Profiles leave such pairs out, as the reference benchmarks' tables leave them blank (RepDistiller's FSP on
+        its cross-architecture pairs); a run asked for one anyway fails with this message."""
+        return None
+
     # ---- what the engine calls ---------------------------------------------------------------------------
     def loss_terms(self, batch: Batch) -> dict[str, torch.Tensor]:
         """Named loss terms for one batch; the engine sums them (weights are applied here)."""

@@ -40,6 +40,7 @@ from kdbench.methods.feature_zoo import (
     translator,
 )
 from kdbench.methods.preact import PreactFeatures
+from kdbench.models.features import stage_channels
 
 INIT_FRACTION = 30 / 240  # RepDistiller train_student.py: --init_epochs 30 before --epochs 240
 
@@ -156,15 +157,19 @@ class FSP(InitStageMethod):
         **INIT_DEFAULTS,
     }
 
+    @classmethod
+    def pair_problem(cls, student: nn.Module, teacher: nn.Module) -> str | None:
+        # RepDistiller train_student.py: feat[:-1]; FSP.__init__: 'num of channels not equal (error in FSP)'
+        s_c, t_c = paired(stage_channels(student), stage_channels(teacher), skip_stem=False)
+        if s_c != t_c:
+            return f"fsp needs the same channels in the student's and teacher's stages; this pair has {s_c} and {t_c}"
+        return None
+
     def __init__(self, setup: Setup, **hparams: Any) -> None:
         super().__init__(setup, **hparams)
-        s, t = stage_shapes(self, skip_stem=False)  # RepDistiller train_student.py: feat[:-1]
-        s_c, t_c = [x[1] for x in s], [x[1] for x in t]
-        if s_c != t_c:  # RepDistiller FSP.__init__: 'num of channels not equal (error in FSP)'
-            raise KdbenchError(
-                f"fsp needs the same channels in the student's and teacher's stages; this pair has "
-                f"{s_c} and {t_c}"
-            )
+        problem = self.pair_problem(self.student, self.teacher)
+        if problem:
+            raise KdbenchError(problem)
 
     def init_parameters(self) -> list[nn.Parameter]:
         return (

@@ -27,13 +27,22 @@ class Outputs:
         )
 
 
-def feature_modules(model: nn.Module) -> list[nn.Module]:
-    """The modules named by the model's timm `feature_info`, shallow to deep."""
+def _feature_entries(model: nn.Module) -> list[dict]:
     info = getattr(model, "feature_info", None)
     if not info:
         raise ValueError(f"{type(model).__name__} has no feature_info to tap features from")
-    entries = info.info if hasattr(info, "info") else info  # timm FeatureInfo object or plain list of dicts
-    return [model.get_submodule(e["module"]) for e in entries]
+    return info.info if hasattr(info, "info") else info  # timm FeatureInfo object or plain list of dicts
+
+
+def feature_modules(model: nn.Module) -> list[nn.Module]:
+    """The modules named by the model's timm `feature_info`, shallow to deep."""
+    return [model.get_submodule(e["module"]) for e in _feature_entries(model)]
+
+
+def stage_channels(model: nn.Module) -> list[int]:
+    """The channels of the stages `forward_with_features` taps, shallow to deep, read from `feature_info` without
+    a forward pass (so a profile can tell which pairs a method takes from models built on the meta device)."""
+    return [int(e["num_chs"]) for e in _feature_entries(model)]
 
 
 def forward_with_features(
