@@ -114,8 +114,9 @@ def compare(configs: list[RunConfig], old: dict, new: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def equivalences(table: pd.DataFrame) -> dict[str, dict[str, str]]:
-    """The verified old-to-new digests: per method where all its cells match; the core where every cell does."""
+def equivalences(table: pd.DataFrame, every_method: bool) -> dict[str, dict[str, str]]:
+    """The verified old-to-new digests: per method where all its cells match; the core where every cell of every
+    method does (`every_method`: the table holds them all)."""
     known = (
         json.loads((package_root() / EQUIVALENCE_FILE).read_text())
         if (package_root() / EQUIVALENCE_FILE).exists()
@@ -126,7 +127,7 @@ def equivalences(table: pd.DataFrame) -> dict[str, dict[str, str]]:
             old, new = rows.iloc[0]["old code"], rows.iloc[0]["new code"]
             if old["method"] != new["method"]:
                 known.setdefault(method, {})[old["method"]] = new["method"]
-    if table["same record"].all():
+    if every_method and table["same record"].all():
         old, new = table.iloc[0]["old code"], table.iloc[0]["new code"]
         if old["core"] != new["core"]:
             known.setdefault("core", {})[old["core"]] = new["core"]
@@ -172,7 +173,9 @@ def main() -> None:
             subprocess.run(["git", "worktree", "remove", "--force", str(old_root)], cwd=ROOT, check=True)
     table = compare(configs, old, new)
     atomic_write_text(args.out, report(table, args.old, sha.stdout.strip()))
-    atomic_write_text(package_root() / EQUIVALENCE_FILE, json.dumps(equivalences(table), indent=1) + "\n")
+    atomic_write_text(
+        package_root() / EQUIVALENCE_FILE, json.dumps(equivalences(table, not args.methods), indent=1) + "\n"
+    )
     print(args.out.read_text())
 
 

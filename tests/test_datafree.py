@@ -118,3 +118,14 @@ def test_deepinversion_pool_order_and_augmentation_follow_the_seed(fashion, stre
     same, again, other = draws(0), draws(0), draws(1)
     assert all(torch.equal(a, b) for a, b in zip(same, again, strict=True))
     assert not torch.equal(same[0], other[0])
+
+
+def test_dafl_entropy_stays_finite_when_a_class_probability_underflows(fashion, streams):
+    plain, _ = streams
+    method = get_method("dafl")(make_setup(fashion, plain))
+    with torch.no_grad():
+        method.teacher.get_classifier().bias[0] = -1e4  # class 0's probability: exp(-1e4) is 0 in float32
+    terms = method.auxiliary_loss(next(iter(plain.epoch(0))))
+    assert all(torch.isfinite(t) for t in terms.values()), terms
+    sum(terms.values()).backward()
+    assert all(torch.isfinite(p.grad).all() for p in method.generator.parameters() if p.grad is not None)
