@@ -69,7 +69,7 @@ def cli_error(argv: list[str], folders: tuple[Path, Path], capsys) -> str:
         ([*KD[:6], "nope"], "unknown model 'nope'; valid choices: cifar_mobilenetv2, "),
         (
             ["run", "--method", "baseline", "--student", STUDENT, "--dataset", "nope"],
-            "unknown dataset 'nope'; valid choices: cifar10, cifar100, fashion-mnist, mnist",
+            "unknown dataset 'nope'; valid choices: cifar10, cifar100, fashion-mnist, imagenet, mnist, synthetic:cifar10",
         ),
         (["grid", "--profile", "nope"], "unknown profile 'nope'; valid choices: "),
         (
@@ -115,7 +115,7 @@ def test_cuda_without_a_gpu(folders, capsys):
     "old, new, message",
     [
         ("seeds: [0]\n", "", "missing required field 'seeds'"),
-        ("seeds:", "seedz:", "unknown field 'seedz'; valid fields: cells_from, dataset, "),
+        ("seeds:", "seedz:", "unknown field 'seedz'; valid fields: cells_from, checkpoint_every, dataset, "),
         ("epochs: 1\n", "epochs: -1\n", "epochs must be at least 1, got -1"),
         ("teacher_epochs: 1", "teacher_epochs: 0", "teacher_epochs must be at least 1, got 0"),
         ("epochs: 1\n", "epochs: many\n", "field 'epochs' must be int, got 'many'"),
