@@ -2,7 +2,7 @@
 
 A profile names a dataset, teacher/student pairs, seeds, a training budget and the methods to run, and expands to
 cells (one `RunConfig` each): every method on every pair and seed, named control variants, and the robustness
-sweep. The built-in profiles are `PROFILES`; `EXPERIMENTS` are profiles whose cells come from elsewhere
+sweep. The built-in profiles are `PROFILES` (`kdbench.profile_catalog`); `EXPERIMENTS` are profiles whose cells come from elsewhere
 (`cells_from`, a "module:function" such as the claims' `kdbench.claims:all_cells`) on a grid profile's data
 budget. A user's profile is the same fields in a YAML file (`load_profile`), every field checked
 (`kdbench.profile_yaml`) and every cell resolved (`validate`) before anything trains.
@@ -14,7 +14,6 @@ import dataclasses
 import functools
 import importlib
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,79 +24,10 @@ from kdbench.errors import KdbenchError, unknown
 from kdbench.methods import METHODS, get_method
 from kdbench.methods.base import Method
 from kdbench.models import create_model
+from kdbench.profile_catalog import EXPERIMENTS, PROFILES
+from kdbench.profile_types import Pair, Profile, Robustness
 from kdbench.profile_yaml import check_fields, check_types, read_grid_file
 from kdbench.runner import RunConfig
-
-
-@dataclass(frozen=True)
-class Pair:
-    teacher: str
-    student: str
-    kind: str = "same-family"  # or "different-family"
-    methods: tuple[str, ...] | None = (
-        None  # None: the profile's methods; else this pair runs these (and references)
-    )
-    # None: the profile's epochs; else this pair's students (its references too) train for this many, for a pair
-    # whose teacher pays off later than the profile's budget lets it
-    epochs: int | None = None
-
-
-@dataclass(frozen=True)
-class Robustness:
-    """The "beyond compression" sweep (after Sarfraz et al.): label noise and class imbalance on the first pair."""
-
-    methods: tuple[str, ...] = ("baseline", "kd")
-    label_noise: tuple[float, ...] = (0.0, 0.2, 0.4)
-    imbalance: tuple[float, ...] = (1.0, 10.0, 100.0)
-    seeds: tuple[int, ...] | None = None  # None: the profile's
-
-
-@dataclass(frozen=True)
-class Profile:
-    name: str
-    description: str
-    dataset: str
-    pairs: tuple[Pair, ...]
-    seeds: tuple[int, ...]
-    epochs: int
-    teacher_epochs: int
-    train_subset: int | None
-    recipe: str = "cpu"
-    teacher_train_subset: int | None = None  # None: teachers train on the students' subset
-    test_subset: int | None = None  # None: the full test set
-    methods: tuple[str, ...] | None = None  # None: every registered method
-    teacher_seed: int | None = 0  # one teacher per architecture, shared by all seeds (as RepDistiller does)
-    extra_teachers: tuple[str, ...] = ()  # further teachers for methods that need several
-    hparams: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-method overrides
-    # named control runs of a method, each with its own hyperparameters: {"nas": {"smallest": {"pick": ...}}}
-    variants: dict[str, dict[str, dict[str, Any]]] = field(default_factory=dict)
-    robustness: Robustness | None = None
-    meaningful: bool = True  # False: a plumbing check whose numbers mean nothing
-    # epochs between a cell's training checkpoints (0: none): a killed long cell resumes from its last (kdbench.resume)
-    checkpoint_every: int = 0
-    # "module:function" that builds the cells instead of pairs x methods x seeds (the claims profile)
-    cells_from: str | None = None
-    # the folder under results/ its records go to (None: its name); a profile that adds methods to another's grid
-    # shares its folder, so their common cells run once and its tables include both
-    results: str | None = None
-    # folders under results/ whose finished, current records of identical cells are copied instead of run again
-    # (the claims' kd and baseline cells are the cpu grid's own)
-    reuses: tuple[str, ...] = ()
-
-    def own_file(self, stem: str, suffix: str) -> str:
-        """The name of a file that describes this profile's run in its results folder: `stem` + `suffix`, or, for
-        a profile that adds cells to another's folder (the zoo), one with its name, beside that profile's own."""
-        return f"{stem}{suffix}" if self.results is None else f"{stem}-{self.name}{suffix}"
-
-    def method_names(self, pair: Pair | None = None) -> list[str]:
-        """The methods the profile runs (on `pair`, when given: a pair may run fewer), references included."""
-        chosen = pair.methods if pair is not None and pair.methods is not None else self.methods
-        names = list(chosen) if chosen is not None else sorted(METHODS)
-        for name in list(names):  # every method's comparison reference runs too
-            ref = get_method(name).info.compare_to
-            if ref not in names:
-                names.append(ref)
-        return names
 
 
 def _cell(profile: Profile, method: str, pair: Pair, seed: int, **overrides: Any) -> RunConfig:
@@ -222,166 +152,6 @@ def _cell_source(spec: str) -> Callable[[Profile], list[RunConfig]]:
         return getattr(importlib.import_module(module), name)
     except (ImportError, AttributeError):
         raise KdbenchError(f"cells_from {spec!r} names no function; expected 'module:function'") from None
-
-
-# ---- the built-in profiles ---------------------------------------------------------------------------------------
-# One method (or two) per row of the survey's Table 4, and the references they are measured against: the cpu
-# profile's methods. The zoo profile adds every other registered method on the first pair.
-SURVEY_METHODS = (
-    "kd",
-    "dkd",
-    "takd",
-    "fitnet",
-    "rkd",
-    "sp",
-    "dml",
-    "byot",
-    "pskd",
-    "crossmodal",
-    "irg",
-    "at",
-    "dafl",
-    "deepinversion",
-    "adversarial",
-    "qkd",
-    "nas",
-    "lwf",
-    "lifelong_joint",
-    "multiteacher",
-)
-# The cpu profile's time budget (under 150 minutes from a cold start on 2 cores) leaves out the costliest second
-# methods of a technique (DAFL beside DeepInversion, TAKD beside KD and DKD: the zoo profile runs them) and, on the
-# different-family pair, runs the methods whose cross-architecture behaviour the literature tabulates. That pair's
-# teacher is MobileNetV2 (RepDistiller's different-family architecture): 0.7 M parameters, so its checkpoint ships
-# small, and on this CPU its training step is faster than vgg8's (3.9 M parameters). Its students train for twice
-# the profile's epochs: at 10, kd's student (whose epoch-1 top-1 starts lower across families) has not caught up
-# with the student alone (kd - baseline -0.92 +- 1.06); at 20, every seed gains, +0.78 +- 0.49 (results/design/
-# kd-mobilenetv2-20-epochs.md), and at 30 more (kd-mobilenetv2-30-epochs.md).
-CROSS_FAMILY_EPOCHS = 20
-CPU_METHODS = tuple(m for m in SURVEY_METHODS if m not in ("dafl", "takd"))
-CROSS_FAMILY_METHODS = ("kd", "dkd", "fitnet", "at", "rkd", "sp")
-PROFILES: dict[str, Profile] = {
-    "smoke": Profile(
-        name="smoke",
-        description="Every method once on a tiny subset for one epoch: checks the plumbing, numbers mean nothing.",
-        dataset="fashion-mnist",
-        pairs=(Pair("cifar_resnet14", "cifar_resnet8"),),
-        seeds=(0,),
-        epochs=1,
-        teacher_epochs=1,
-        train_subset=256,
-        test_subset=500,
-        extra_teachers=("cifar_wrn_16_1",),
-        hparams={"deepinversion": {"synthesis_steps": 2, "pool_size": 64}},
-        variants={"nas": {"smallest": {"pick": "smallest"}}},
-        robustness=Robustness(methods=("baseline",), label_noise=(0.0, 0.2), imbalance=(1.0, 10.0)),
-        meaningful=False,
-    ),
-    "cpu": Profile(
-        name="cpu",
-        description=(
-            "The default main job: bundled Fashion-MNIST, 5,000 training images, the short one-cycle recipe for 10 "
-            "epochs, 5 seeds; every technique of the survey on a same-family pair, the canonical response, feature, "
-            "attention and relation methods on a different-family pair sharing its resnet8 student (20 epochs: a "
-            "teacher of another family pays off later); teachers trained on the whole training set, so they know "
-            "more than a student can learn from its budget."
-        ),
-        dataset="fashion-mnist",
-        pairs=(
-            Pair("cifar_resnet20", "cifar_resnet8"),
-            Pair(
-                "cifar_mobilenetv2",
-                "cifar_resnet8",
-                "different-family",
-                methods=CROSS_FAMILY_METHODS,
-                epochs=CROSS_FAMILY_EPOCHS,
-            ),
-        ),
-        seeds=(0, 1, 2, 3, 4),
-        epochs=10,  # baseline's last epoch within 2 points of 3x the epochs (results/design/kd-10-epochs.md)
-        teacher_epochs=3,
-        train_subset=5000,
-        teacher_train_subset=60000,
-        recipe="short",
-        methods=CPU_METHODS,
-        extra_teachers=("cifar_wrn_16_2",),
-        hparams={
-            "deepinversion": {"synthesis_steps": 20},  # keeps the data-free cells within the time budget
-            "dkd": {
-                "warmup_fraction": 20 / 240
-            },  # mdistiller's 20-epoch warm-up of 240, scaled to the schedule
-        },
-    ),
-    "paper": Profile(
-        name="paper",
-        description="CIFAR-100 with the standard benchmark pairs and the 240-epoch recipe; needs a GPU and the data.",
-        dataset="cifar100",
-        pairs=(
-            Pair("cifar_resnet56", "cifar_resnet20"),
-            Pair("cifar_resnet110", "cifar_resnet32"),
-            Pair("cifar_resnet32x4", "cifar_resnet8x4"),
-            Pair("cifar_wrn_40_2", "cifar_wrn_16_2"),
-            Pair("cifar_vgg13", "cifar_vgg8"),
-            Pair("cifar_vgg13", "cifar_mobilenetv2", "different-family"),
-            Pair("cifar_resnet32x4", "cifar_shufflenetv1", "different-family"),
-            Pair("cifar_resnet32x4", "cifar_shufflenetv2", "different-family"),
-        ),
-        seeds=(0, 1, 2),
-        epochs=240,
-        teacher_epochs=240,
-        train_subset=None,
-        recipe="cifar",
-        extra_teachers=("cifar_wrn_40_2",),
-        variants={"nas": {"smallest": {"pick": "smallest"}, "largest": {"pick": "largest"}}},
-        checkpoint_every=10,  # a killed 240-epoch cell loses at most 10 epochs
-    ),
-}
-
-PROFILES["zoo"] = dataclasses.replace(
-    PROFILES["cpu"],
-    name="zoo",
-    pairs=PROFILES["cpu"].pairs[:1],
-    methods=None,
-    robustness=None,
-    # RepDistiller's headline "CRD+KD" row: -r 1 -a 1 -b 0.8, the Hinton term beside CRD's own
-    variants={"crd": {"+kd": {"kd_weight": 1.0}}},
-    results="cpu",
-    description="Every registered method on the cpu profile's first pair, budget and seeds, into the cpu profile's "
-    "records (the cells they share run once), so its tables and Table 4 include the canonical "
-    "distillation zoo beside the survey's techniques.",
-)
-
-# Sarfraz et al.'s beyond-compression sweep on the cpu profile's first pair, budget and records: its own job, so the
-# default main job's cold start stays within its time budget; its noisy and long-tailed teachers ship too.
-PROFILES["robustness"] = dataclasses.replace(
-    PROFILES["cpu"],
-    name="robustness",
-    pairs=(dataclasses.replace(PROFILES["cpu"].pairs[0], methods=()),),
-    methods=(),
-    extra_teachers=(),
-    robustness=Robustness(methods=("baseline", "kd"), seeds=(0, 1, 2)),
-    results="cpu",
-    description="Does kd stay at or above the student trained alone under 20% and 40% symmetric label noise and "
-    "class imbalance 10 and 100 (Sarfraz et al.)? baseline and kd on the cpu profile's first pair, budget and "
-    "seeds 0-2, teachers trained on the same corrupted data, into the cpu profile's records.",
-)
-
-# Experiments with cells of their own (`cells_from`) on a grid profile's data budget, so they share its teachers.
-EXPERIMENTS: dict[str, Profile] = {
-    "claims": dataclasses.replace(
-        PROFILES["cpu"],
-        name="claims",
-        cells_from="kdbench.claims:all_cells",
-        hparams={},
-        variants={},
-        seeds=(0, 1, 2),
-        reuses=("cpu",),
-        description=(
-            "The survey's Table 4 trade-off claims, each tested by a targeted experiment (kdbench.claims), on the "
-            "cpu profile's data budget and teachers; under 3 hours on 2 CPU cores from a cold start."
-        ),
-    ),
-}
 
 
 def get_profile(name_or_path: str) -> Profile:
