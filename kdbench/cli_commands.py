@@ -116,8 +116,10 @@ def run_config(args: argparse.Namespace) -> RunConfig:
             options = ", ".join("--" + name.replace("_", "-") for name in given)
             raise KdbenchError(f"--cell names a whole grid cell: give it without {options}")
         return _grid_cell(args.cell, args.grid or args.profile, args.precision)
-    if not (args.method and args.student):
-        raise KdbenchError("give --method and --student, or --cell ID (see kdbench grid --list)")
+    if not args.student:
+        raise KdbenchError(
+            "give --student (and --method, default kd), or --cell ID (see kdbench grid --list)"
+        )
     teachers = tuple(t for arg in args.teacher for t in arg.split(",") if t)
     needs_teacher = get_method(args.method).info.teachers > 0
     cfg = RunConfig(

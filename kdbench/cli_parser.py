@@ -145,7 +145,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser(
         "run", help="train one student with one method (or one grid cell) and write its record"
     )
-    p.add_argument("--method", help=f"one of: {', '.join(sorted(METHODS))} (kdbench methods)")
+    p.add_argument(
+        "--method",
+        default="kd",
+        help=f"one of: {', '.join(sorted(METHODS))} (kdbench methods; default: kd, Hinton et al.'s)",
+    )
     p.add_argument("--student", help=f"student architecture: {models}")
     p.add_argument(
         "--cell",

@@ -73,14 +73,14 @@ def test_cell_by_id_or_unique_prefix():
         ),
         (["run", "--cell", "kd-"], "cells of profile 'cpu' has the id 'kd-'"),
         (
-            ["run", "--cell", "kd-1", "--method", "kd"],
+            ["run", "--cell", "kd-1", "--method", "dkd"],
             "--cell names a whole grid cell: give it without --method",
         ),
         (
             ["run", "--cell", "kd-1", "--epochs", "3", "--hp", "temperature=2"],
             "--cell names a whole grid cell: give it without --epochs, --hp",
         ),
-        (["run", "--teacher", "cifar_resnet20"], "give --method and --student, or --cell ID"),
+        (["run", "--teacher", "cifar_resnet20"], "give --student (and --method, default kd), or --cell ID"),
     ],
 )
 def test_bad_cell_requests_fail_on_one_line(argv, message, tmp_path, capsys):
