@@ -326,8 +326,8 @@ def import_teacher(
     cells = paper_cells()
     key = paper_teacher_key(arch, cells)
     cache = TeacherCache(cache_dir or default_cache_dir())
-    target = cache.path(key)
-    if not force and (target.exists() or target.with_suffix(".sha256").exists()):
+    target, sidecar = cache.files(key)
+    if not force and (target.exists() or sidecar.exists()):
         raise KdbenchError(
             f"the teacher cache already holds {arch} for the {PROFILE} profile ({target}); pass --force "
             "to replace it"
@@ -345,7 +345,7 @@ def import_teacher(
         )
     ensure_writable(cache.root, "choose another teacher cache with --cache-dir or $KDBENCH_CACHE")
     if force:
-        target.with_suffix(".sha256").unlink(missing_ok=True)  # the commit marker first: never a stale pair
+        sidecar.unlink(missing_ok=True)  # the commit marker first: never a stale pair
         target.unlink(missing_ok=True)
     stored = _store(cache, key, model.cpu(), meta)
     if stored.from_cache:  # stored by a run while this import measured it (or found elsewhere by the cache)

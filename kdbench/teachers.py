@@ -2,7 +2,8 @@
 every method and cell that asks for the same teacher.
 
 Training a teacher is claimed with a lock file (`kdbench.locks`), so concurrent runs never train one twice.
-A checkpoint is trusted only when its SHA-256 sidecar (written after the checkpoint, as the commit marker)
+A checkpoint (safetensors weights and a JSON sidecar, the format the package ships: `checkpoint_paths`) is
+trusted only when its sidecar's SHA-256 (the sidecar is written after the weights, as the commit marker)
 matches and it loads strictly; anything else — truncated, corrupted, missing its sidecar — is retrained.
 
 Shipped teachers: the cpu profile's teachers come inside the package (`kdbench/shipped_teachers`, safetensors with
@@ -16,7 +17,6 @@ trains every teacher whose cached copy came from the package, and `kdbench teach
 from __future__ import annotations
 
 import hashlib
-import io
 import json
 import os
 import warnings
@@ -25,7 +25,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
 import torch.nn as nn
 from safetensors.torch import load as load_safetensors
 from safetensors.torch import save as save_safetensors
@@ -53,9 +52,10 @@ class TeacherKey:
     def digest(self) -> str:
         return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:20]
 
-    def filename(self) -> str:
+    def stem(self) -> str:
+        """The checkpoint's file name without its suffix."""
         dataset = self.dataset.replace(":", "-")  # synthetic:cifar100: no colon in a file name (Windows)
-        return f"{dataset}-{self.arch}-e{self.epochs}-s{self.seed}-{self.digest()}.pt"
+        return f"{dataset}-{self.arch}-e{self.epochs}-s{self.seed}-{self.digest()}"
 
 
 @dataclass
@@ -87,8 +87,12 @@ class TeacherCache:
         self.retrain = retrain_requested() if retrain is None else retrain
         self.shipped = None if self.retrain else shipped
 
+    def files(self, key: TeacherKey) -> tuple[Path, Path]:
+        """The teacher's weights and sidecar in this cache (`checkpoint_paths`)."""
+        return checkpoint_paths(self.root / "teachers", key)
+
     def path(self, key: TeacherKey) -> Path:
-        return self.root / "teachers" / key.filename()
+        return self.files(key)[0]
 
     def get(
         self,
@@ -117,92 +121,95 @@ class TeacherCache:
 
     def load(self, key: TeacherKey, model: nn.Module) -> dict[str, Any] | None:
         """The cached teacher for `key` loaded into `model` and its meta; None when absent or failing its checks."""
-        path = self.path(key)
-        sidecar = path.with_suffix(".sha256")
-        if not path.exists() and not sidecar.exists():
-            return None
         try:
-            data = path.read_bytes()
-            if hashlib.sha256(data).hexdigest() != sidecar.read_text().strip():
-                raise ValueError("its SHA-256 does not match its .sha256 sidecar: truncated or corrupted")
-            payload = torch.load(io.BytesIO(data), map_location="cpu", weights_only=True)
-            model.load_state_dict(payload["state_dict"])
-            return payload["meta"]
+            return read_checkpoint(self.root / "teachers", key, model)
         except Exception as exc:  # truncated, corrupt, half-written: never use it
-            reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # torch's errors run to pages
             warnings.warn(
-                f"teacher checkpoint {path} is unusable ({reason}); retraining it",
+                f"teacher checkpoint {self.path(key)} is unusable ({_reason(exc)}); retraining it",
                 KdbenchWarning,
                 stacklevel=2,
             )
             return None
 
     def _store(self, key: TeacherKey, model: nn.Module, meta: dict[str, Any]) -> None:
-        buffer = io.BytesIO()
-        state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
-        torch.save({"state_dict": state, "meta": meta, "key": asdict(key)}, buffer)
-        data = buffer.getvalue()
-        path = self.path(key)
-        atomic_write_bytes(path, data)
-        atomic_write_text(path.with_suffix(".sha256"), hashlib.sha256(data).hexdigest())
+        write_checkpoint(self.root / "teachers", key, model, meta)
 
 
-def shipped_paths(folder: Path, key: TeacherKey) -> tuple[Path, Path]:
-    stem = Path(key.filename()).stem
-    return folder / f"{stem}.safetensors", folder / f"{stem}.json"
+def checkpoint_paths(folder: Path, key: TeacherKey) -> tuple[Path, Path]:
+    """A teacher checkpoint's two files: safetensors weights (its test logits beside them), and a JSON sidecar
+    with its key, the weights' SHA-256 and its meta, written last: the commit marker. The cache and the package
+    use the same format."""
+    return folder / f"{key.stem()}.safetensors", folder / f"{key.stem()}.json"
+
+
+def write_checkpoint(
+    folder: Path,
+    key: TeacherKey,
+    model: nn.Module,
+    meta: dict[str, Any],
+    provenance: dict[str, Any] | None = None,
+) -> Path:
+    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tensors[LOGITS_TENSOR] = meta["test_logits"].detach().cpu().contiguous()
+    data = save_safetensors(tensors)
+    info = {
+        "key": asdict(key),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "meta": {k: v for k, v in meta.items() if k != "test_logits"},
+        **({"provenance": provenance} if provenance is not None else {}),
+    }
+    weights, sidecar = checkpoint_paths(folder, key)
+    atomic_write_bytes(weights, data)
+    atomic_write_text(sidecar, json.dumps(info, indent=1, sort_keys=True) + "\n")
+    return weights
+
+
+def read_checkpoint(folder: Path, key: TeacherKey, model: nn.Module) -> dict[str, Any] | None:
+    """The teacher stored in `folder` for `key`, loaded into `model` (strictly), and its meta; None when there is
+    none. A checkpoint that fails a check (its SHA-256, its key, its tensors) raises."""
+    weights, sidecar = checkpoint_paths(folder, key)
+    if not weights.exists() and not sidecar.exists():
+        return None
+    info = json.loads(sidecar.read_text())
+    data = weights.read_bytes()
+    if hashlib.sha256(data).hexdigest() != info["sha256"]:
+        raise ValueError("its SHA-256 does not match its sidecar: truncated or corrupted")
+    if info["key"] != asdict(key):
+        raise ValueError("its sidecar's key is not the requested teacher's")
+    tensors = load_safetensors(data)
+    logits = tensors.pop(LOGITS_TENSOR)
+    model.load_state_dict(tensors, strict=True)
+    return {**info["meta"], "test_logits": logits}
+
+
+def _reason(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]  # torch's errors run to pages
 
 
 def load_shipped(folder: Path, key: TeacherKey, model: nn.Module) -> dict[str, Any] | None:
     """The packaged teacher for `key` loaded into `model` and its meta, or None when none is shipped (or it fails
     its checks: then with a warning, and the teacher is trained)."""
-    weights, sidecar = shipped_paths(folder, key)
-    if not weights.exists():
-        return None
     try:
-        info = json.loads(sidecar.read_text())
-        data = weights.read_bytes()
-        if hashlib.sha256(data).hexdigest() != info["sha256"]:
-            raise ValueError("its SHA-256 does not match its sidecar")
-        if info["key"] != asdict(key):
-            raise ValueError("its sidecar's key is not the requested teacher's")
-        tensors = load_safetensors(data)
-        logits = tensors.pop(LOGITS_TENSOR)
-        model.load_state_dict(tensors, strict=True)
+        meta = read_checkpoint(folder, key, model)
     except Exception as exc:
-        reason = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
         warnings.warn(
-            f"shipped teacher {weights.name} is unusable ({reason}); training it",
+            f"shipped teacher {checkpoint_paths(folder, key)[0].name} is unusable ({_reason(exc)}); training it",
             KdbenchWarning,
             stacklevel=2,
         )
         return None
-    return {**info["meta"], "test_logits": logits, "source": SHIPPED_SOURCE}
+    return None if meta is None else {**meta, "source": SHIPPED_SOURCE}
 
 
 def ship(
     cache: TeacherCache, key: TeacherKey, model: nn.Module, folder: Path, provenance: dict[str, Any]
 ) -> Path:
-    """Export the cached teacher for `key` (loaded into `model`, an instance of its architecture) to `folder` as
-    safetensors plus a JSON sidecar: its key, SHA-256, meta and `provenance` (the command, code and machine that
-    trained it). Refuses a teacher that is not cached or that itself came from the package."""
+    """Export the cached teacher for `key` (loaded into `model`, an instance of its architecture) to `folder`, its
+    sidecar with `provenance` (the command, code and machine that trained it). Refuses a teacher that is not
+    cached or that itself came from the package."""
     meta = cache.load(key, model)
     if meta is None:
-        raise KdbenchError(f"teacher {key.filename()} is not in the cache at {cache.root}; train it first")
+        raise KdbenchError(f"teacher {key.stem()} is not in the cache at {cache.root}; train it first")
     if meta.get("source") == SHIPPED_SOURCE:
-        raise KdbenchError(
-            f"teacher {key.filename()} came from the package; run with --retrain-teachers first"
-        )
-    tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
-    tensors[LOGITS_TENSOR] = meta["test_logits"].contiguous()
-    data = save_safetensors(tensors)
-    weights, sidecar = shipped_paths(folder, key)
-    scalars = {k: v for k, v in meta.items() if k != "test_logits"}
-    info = {
-        "key": asdict(key),
-        "sha256": hashlib.sha256(data).hexdigest(),
-        "meta": scalars,
-        "provenance": provenance,
-    }
-    atomic_write_bytes(weights, data)
-    atomic_write_text(sidecar, json.dumps(info, indent=1, sort_keys=True) + "\n")
-    return weights
+        raise KdbenchError(f"teacher {key.stem()} came from the package; run with --retrain-teachers first")
+    return write_checkpoint(folder, key, model, meta, provenance)

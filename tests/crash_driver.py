@@ -1,11 +1,13 @@
 """`kdbench` CLI in a subprocess that SIGKILLs itself at a chosen write, for the crash-safety tests.
 
-KDBENCH_TEST_KILL="<suffix>:<n>" kills the process at the n-th atomic rename onto a path ending in <suffix>,
-after cutting the temporary file to half its length: the state a power cut or SIGKILL mid-write leaves behind.
+KDBENCH_TEST_KILL="<pattern>:<n>" kills the process at the n-th atomic rename onto a path whose end matches the glob
+<pattern> ("records/*.json", ".ckpt"), after cutting the temporary file to half its length: the state a power cut
+or SIGKILL mid-write leaves behind.
 """
 
 from __future__ import annotations
 
+import fnmatch
 import os
 import signal
 import sys
@@ -20,7 +22,7 @@ def _install(spec: str) -> None:
     seen = [0]
 
     def replace(src, dst, *args, **kwargs):
-        if str(dst).endswith(suffix):
+        if fnmatch.fnmatch(str(dst), f"*{suffix}"):
             seen[0] += 1
             if seen[0] == int(n):
                 size = os.path.getsize(src)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import importlib.util
+import json
 import os
 import warnings
 from pathlib import Path
@@ -205,7 +206,8 @@ def test_truncated_teacher_checkpoint_is_retrained_with_one_warning_line(tmp_pat
     text = str(warning.message)
     assert "\n" not in text and f"teacher checkpoint {ckpt} is unusable" in text and "retraining it" in text
     assert not retrained.from_cache
-    assert ckpt.with_suffix(".sha256").read_text().strip() == hashlib.sha256(ckpt.read_bytes()).hexdigest()
+    sidecar = json.loads(ckpt.with_suffix(".json").read_text())
+    assert sidecar["sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
     reloaded = get_teacher(cfg, 0, cpu, cache, progress=False)
     assert reloaded.from_cache and reloaded.meta["top1"] == retrained.meta["top1"]
     assert not list(tmp_path.rglob("*.tmp"))

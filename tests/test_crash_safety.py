@@ -80,16 +80,16 @@ def reference(tmp_path_factory) -> dict[str, dict]:
 def test_killed_at_every_kind_of_write_then_resumed_equals_uninterrupted(tmp_path, reference):
     grid_file, out, cache = _grid_file(tmp_path), tmp_path / "out", tmp_path / "cache"
     kills = [
-        ".pt:1",  # mid-write of the teacher checkpoint
-        ".sha256:1",  # checkpoint renamed into place, its checksum sidecar (the commit marker) not yet
-        ".json:3",  # mid-write of the third record
+        "teachers/*.safetensors:1",  # mid-write of the teacher checkpoint
+        "teachers/*.json:1",  # weights renamed into place, their sidecar (the commit marker) not yet
+        "records/*.json:3",  # mid-write of the third record
     ]
     for kill_at in kills:
         code, log = _finish(_start(grid_file, out, cache, kill_at))
         assert code == -signal.SIGKILL, f"{kill_at}: {log}"
         _assert_clean(out, cache)
-    teachers = list((cache / "teachers").glob("*.pt"))
-    assert len(teachers) == 1 and teachers[0].with_suffix(".sha256").exists()
+    teachers = list((cache / "teachers").glob("*.safetensors"))
+    assert len(teachers) == 1 and teachers[0].with_suffix(".json").exists()
     assert len(_records(out)) == 2  # the first two records survived the kill at the third
 
     # a kill at an arbitrary moment: as soon as a fourth record is in place, mid-way through the fifth cell
@@ -115,7 +115,7 @@ def test_two_runs_at_once_share_the_work_without_corrupting_it(tmp_path, referen
     counts = [_counts(log) for _, log in finished]
     assert sum(c["ok"] for c in counts) == CELLS  # every cell ran exactly once between the two runs
     assert _records(out) == reference
-    assert len(list((cache / "teachers").glob("*.pt"))) == 1
+    assert len(list((cache / "teachers").glob("*.safetensors"))) == 1
     _assert_clean(out, cache)
 
 

@@ -110,4 +110,4 @@ def test_synthetic_teacher_file_name_has_no_colon():
     from kdbench.teachers import TeacherKey
 
     key = TeacherKey("synthetic:cifar100", "cifar_resnet8", "{}", 1, 64, 0, 0)
-    assert ":" not in key.filename() and key.filename().startswith("synthetic-cifar100-")
+    assert ":" not in key.stem() and key.stem().startswith("synthetic-cifar100-")

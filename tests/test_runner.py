@@ -114,14 +114,14 @@ def test_corrupt_teacher_checkpoint_is_retrained(kd_record, tmp_path, damage):
     root, _ = kd_record
     cache_dir = tmp_path / "cache"
     shutil.copytree(root / "cache", cache_dir)
-    (ckpt,) = (cache_dir / "teachers").glob("*.pt")
+    (ckpt,) = (cache_dir / "teachers").glob("*.safetensors")
     data = ckpt.read_bytes()
     if damage == "truncate":
         ckpt.write_bytes(data[: len(data) // 2])
     elif damage == "flip":
         ckpt.write_bytes(data[:100] + bytes([data[100] ^ 0xFF]) + data[101:])
     else:
-        ckpt.with_suffix(".sha256").unlink()
+        ckpt.with_suffix(".json").unlink()
     cfg, cache = RunConfig(method="baseline", **TINY), TeacherCache(cache_dir)
     with pytest.warns(UserWarning, match="unusable"):
         first = get_teacher(cfg, 0, torch.device("cpu"), cache, progress=False)

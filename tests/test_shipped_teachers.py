@@ -54,7 +54,7 @@ def test_a_cache_miss_loads_the_shipped_teacher_without_training(tmp_path, shipp
     for a, b in zip(got.model.state_dict().values(), trained.model.state_dict().values(), strict=True):
         assert torch.equal(a, b)
     assert torch.equal(got.meta["test_logits"], trained.meta["test_logits"]) and got.meta["top1"] == 50.0
-    assert json.loads((folder / f"{KEY.filename()[:-3]}.json").read_text())["provenance"] == PROVENANCE
+    assert json.loads((folder / f"{KEY.stem()}.json").read_text())["provenance"] == PROVENANCE
     again = TeacherCache(tmp_path / "fresh", shipped=None, retrain=False).get(KEY, _build, trainer)
     assert trainer.calls == 0 and again.meta["source"] == teachers.SHIPPED_SOURCE  # now in the local cache
 
@@ -99,6 +99,6 @@ def test_the_cpu_profiles_need_no_teacher_training(profile):
     keys = profile_teacher_keys(get_profile(profile))
     assert keys
     for key in keys:
-        weights, sidecar = teachers.shipped_paths(teachers.SHIPPED_DIR, key)
-        assert weights.exists(), f"not shipped: {key.filename()}"
+        weights, sidecar = teachers.checkpoint_paths(teachers.SHIPPED_DIR, key)
+        assert weights.exists(), f"not shipped: {key.stem()}"
         assert json.loads(sidecar.read_text())["key"] == dataclasses.asdict(key)
