@@ -59,6 +59,8 @@ def write_index(results_dir: str | Path) -> Path:
         if (results_dir / rel).exists():
             lines.append(f"| [{rel}]({rel}) | {text} |")
     for nb in sorted((results_dir / "notebooks").glob("*.ipynb")):
+        if nb.name.startswith("."):  # a notebook being executed (its partial file), not one to read
+            continue
         lines.append(f"| [notebooks/{nb.name}](notebooks/{nb.name}) | executed notebook |")
     return results.atomic_write_text(results_dir / "README.md", "\n".join(lines) + "\n")
 

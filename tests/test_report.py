@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from kdbench import cli, notebooks, runner
+from kdbench import cli, notebooks, results_index, runner
 from tests.helpers import grid_yaml
 
 GRID = grid_yaml(teacher="cifar_resnet8", name="reported")
@@ -45,3 +45,12 @@ def test_report_of_claims_refuses_to_train(tmp_path, capsys):
     (tmp_path / "records").mkdir()
     assert cli.main(["report", "--profile", "claims", "--results-dir", str(tmp_path)]) == 2
     assert "cells of claims are not finished" in capsys.readouterr().err
+
+
+def test_the_index_lists_executed_notebooks_not_ones_being_executed(finished):
+    _, results = finished
+    (results / "notebooks").mkdir(exist_ok=True)
+    (results / "notebooks" / "02_catalogue.ipynb").write_text("{}")
+    (results / "notebooks" / ".05_figures.partial.ipynb").write_text("{}")  # as papermill leaves it mid-run
+    index = results_index.write_index(results).read_text()
+    assert "notebooks/02_catalogue.ipynb" in index and ".partial" not in index
