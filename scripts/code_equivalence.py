@@ -27,7 +27,7 @@ import pandas as pd
 
 from kdbench import results
 from kdbench.profiles import PROFILES, all_cells
-from kdbench.record import EQUIVALENCE_FILE, package_root
+from kdbench.record import EQUIVALENCE_FILE, code_equivalences, package_root
 from kdbench.results import atomic_write_text
 from kdbench.runner import RunConfig
 
@@ -117,11 +117,7 @@ def compare(configs: list[RunConfig], old: dict, new: dict) -> pd.DataFrame:
 def equivalences(table: pd.DataFrame, every_method: bool) -> dict[str, dict[str, str]]:
     """The verified old-to-new digests: per method where all its cells match; the core where every cell of every
     method does (`every_method`: the table holds them all)."""
-    known = (
-        json.loads((package_root() / EQUIVALENCE_FILE).read_text())
-        if (package_root() / EQUIVALENCE_FILE).exists()
-        else {}
-    )
+    known = {name: dict(digests) for name, digests in code_equivalences().items()}  # a copy: it is cached
     for method, rows in table.groupby("method"):
         if rows["same record"].all():
             old, new = rows.iloc[0]["old code"], rows.iloc[0]["new code"]
