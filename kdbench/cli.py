@@ -14,6 +14,7 @@ import sys
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 
+from kdbench.allocator import keep_freed_memory
 from kdbench.cli_parser import build_parser
 from kdbench.errors import KdbenchError, KdbenchWarning
 
@@ -43,6 +44,7 @@ def one_line_warnings() -> Iterator[None]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_freed_memory()
     with one_line_warnings():
         try:
             return args.func(args)

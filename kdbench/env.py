@@ -9,6 +9,7 @@ from pathlib import Path
 import torch
 
 import kdbench
+from kdbench.allocator import allocator
 from kdbench.errors import KdbenchError
 
 
@@ -62,6 +63,7 @@ def describe(device: torch.device) -> dict[str, object]:
         "gpu": gpu,
         "threads": torch.get_num_threads(),
         "bf16_supported": bf16_supported(device),
+        "allocator": allocator(),  # it changes timings, never results (kdbench.allocator)
         "git_commit": git_commit(),
     }
 

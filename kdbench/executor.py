@@ -24,6 +24,7 @@ from typing import Any
 import torch
 from tqdm.auto import tqdm
 
+from kdbench.allocator import keep_freed_memory
 from kdbench.errors import KdbenchError, check_choice
 
 EXECUTORS = ("local", "processes", "ray")
@@ -129,6 +130,7 @@ def _torch_threads(threads: int | None) -> Iterator[None]:
 
 
 def _local(fn: Fn, jobs: list[Job], workers: int | None, threads: int | None, device: str) -> Iterator[Any]:
+    keep_freed_memory()
     with _torch_threads(threads):
         for job in jobs:
             yield fn(job)
@@ -138,6 +140,7 @@ def _pool_worker_init(threads: int) -> None:
     """A pool worker's start: its torch threads, and Ctrl-C left to the parent, which stops the pool (a worker
     that took it would print its own traceback)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    keep_freed_memory()
     torch.set_num_threads(threads)
 
 
@@ -195,7 +198,8 @@ def _task_resources(ray: ModuleType, device: str, threads: int) -> dict[str, flo
 
 
 def _threaded_call(fn: Fn, threads: int, job: Job) -> Any:
-    """A Ray task: as many torch threads as CPUs reserved, then the job."""
+    """A Ray task: as many torch threads as CPUs reserved, the allocator kdbench runs with, then the job."""
+    keep_freed_memory()
     torch.set_num_threads(threads)
     return fn(job)
 
