@@ -164,6 +164,19 @@ def comparable(record: dict[str, Any]) -> dict[str, Any]:
     return strip(record)
 
 
+def first_difference(old: dict[str, Any], new: dict[str, Any]) -> str | None:
+    """The first field the old record wrote that the new one writes otherwise (timings, environment and the code
+    version aside): whether two runs of one cell, by two code versions or two settings that must not change a
+    number, gave the same result; None when they did."""
+    a, b = comparable(old), comparable(new)
+    for key in sorted(a):
+        if key != "code_version" and json.dumps(a[key], sort_keys=True) != json.dumps(
+            b.get(key), sort_keys=True
+        ):
+            return key
+    return None
+
+
 def load(path: str | Path, current_only: bool = False) -> pd.DataFrame:
     """Every record under `path` (a results folder, its records/ folder, or one .json file) as one row each.
 

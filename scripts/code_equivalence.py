@@ -79,23 +79,11 @@ def run_version(root: Path, configs: list[RunConfig], work: Path) -> dict[str, d
     return {r["cell_id"]: r for r in map(results.read_record, (out / "records").glob("*.json"))}
 
 
-def first_difference(old: dict[str, Any], new: dict[str, Any]) -> str | None:
-    """The first field the old record wrote that the new one writes otherwise (timings, environment and the code
-    version aside); None when there is none."""
-    a, b = results.comparable(old), results.comparable(new)
-    for key in sorted(a):
-        if key != "code_version" and json.dumps(a[key], sort_keys=True) != json.dumps(
-            b.get(key), sort_keys=True
-        ):
-            return key
-    return None
-
-
 def compare(configs: list[RunConfig], old: dict, new: dict) -> pd.DataFrame:
     rows = []
     for cfg in configs:
         a, b = old.get(cfg.cell_id()), new.get(cfg.cell_id())
-        diff = "record missing" if a is None or b is None else first_difference(a, b)
+        diff = "record missing" if a is None or b is None else results.first_difference(a, b)
         rows.append(
             {
                 "method": cfg.method,

@@ -203,3 +203,21 @@ def test_the_claims_reuse_the_cpu_grids_cells():
     assert profiles.EXPERIMENTS["claims"].reuses == ("cpu",)
     claims = {c.cell_id() for c in profiles.all_cells(profiles.EXPERIMENTS["claims"])}
     assert claims & {c.cell_id() for c in profiles.all_cells(profiles.PROFILES["cpu"])}
+
+
+def test_first_difference_ignores_timings_environment_and_code_version(finished):
+    """Two runs of a cell with equal results compare equal whatever their times and environments; a moved number
+    is named."""
+    base = json.loads(next((finished / "out" / "records").glob("*.json")).read_text())
+    rerun = {
+        **base,
+        "train_time_s": base["train_time_s"] + 5,
+        "env": {**base["env"], "allocator": "glibc-tuned"},
+        "code_version": {"core": "other"},
+        "finished_at": "2030-01-01T00:00:00+0000",
+    }
+    assert results.first_difference(base, rerun) is None
+    assert (
+        results.first_difference(base, {**rerun, "student_top1": base["student_top1"] + 0.01})
+        == "student_top1"
+    )
