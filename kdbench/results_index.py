@@ -46,11 +46,14 @@ def write_index(results_dir: str | Path) -> Path:
         lines += [f"- {line}", ""]
     if not df.empty:
         env = df.iloc[-1]
+        allocator = env.get(
+            "env.allocator"
+        )  # NaN in records written before it was recorded: glibc's defaults
         lines += [
             f"- records: {len(df)} ({int((df['status'] == 'ok').sum())} ok, "
             f"{int((df['status'] == 'failed').sum())} failed); device: {env.get('env.device_name', '?')}, "
             f"torch {env.get('env.torch', '?')}, {env.get('env.threads', '?')} threads, "
-            f"allocator {env.get('env.allocator') if isinstance(env.get('env.allocator'), str) else 'default'}",
+            f"allocator {allocator if isinstance(allocator, str) else 'default'}",
             "",
             f"- {exclusion_note(df)}",
             "",

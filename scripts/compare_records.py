@@ -50,10 +50,7 @@ def old_records(ref: str, folder: str) -> dict[str, dict[str, Any]]:
 
 def new_records(folder: str) -> dict[str, dict[str, Any]]:
     """The records in the working tree's `folder`/records, by cell id."""
-    return {
-        r["cell_id"]: r
-        for r in (json.loads(p.read_text()) for p in (ROOT / folder / "records").glob("*.json"))
-    }
+    return {r["cell_id"]: r for r in map(results.read_record, (ROOT / folder / "records").glob("*.json"))}
 
 
 def compare(old: dict[str, dict[str, Any]], new: dict[str, dict[str, Any]]) -> pd.DataFrame:
