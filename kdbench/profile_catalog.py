@@ -165,7 +165,8 @@ EXPERIMENTS: dict[str, Profile] = {
         reuses=("cpu",),
         description=(
             "The survey's Table 4 trade-off claims, each tested by a targeted experiment (kdbench.claims), on the "
-            "cpu profile's data budget and teachers; under 3 hours on 2 CPU cores from a cold start."
+            "cpu profile's data budget and teachers; a few hours on 2 CPU cores (its own five teachers, then its "
+            "cells), resumable."
         ),
     ),
 }

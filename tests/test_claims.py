@@ -81,6 +81,45 @@ def test_verdict_rule_on_known_inputs():
     assert claims.verdict(math.nan, math.nan, 0) == claims.INCONCLUSIVE
 
 
+def test_promising_zone_is_where_two_more_seeds_would_decide():
+    # 3 seeds: half-width h; with 5 seeds and the same spread it would be h * t(4)/t(2) * sqrt(3/5) = 0.50 h
+    assert claims.promising(1.0, 1.5, 3)  # 1.0 > 0.75: two more seeds would exclude 0
+    assert not claims.promising(0.5, 1.5, 3)  # small against its spread: they would not
+    assert not claims.promising(-2.0, 1.0, 3)  # decided already
+    assert not claims.promising(1.0, math.nan, 1)
+
+
+class _Toy(claims.Claim):
+    """A claim whose effect is each seed's baseline top-1 minus 80 (not registered)."""
+
+    number, key, techniques = 99, "toy", ("Response-Based KD",)
+
+    def design(self, b: claims.Budget) -> list[claims.Entry]:
+        return [b.baseline(seed) for seed in b.seeds]
+
+    def analyse(self, frame: pd.DataFrame) -> claims.Finding:
+        return claims.Finding(frame.set_index("seed")["student_top1"] - 80, frame)
+
+    def draw(self, frame: pd.DataFrame) -> plt.Figure:
+        return plt.figure()
+
+
+@pytest.mark.parametrize(
+    "top1, extended", [({0: 81.5, 1: 80.5, 2: 82.5}, True), ({0: 81.0, 1: 78.0, 2: 81.5}, False)]
+)
+def test_a_promising_claim_gets_two_more_seeds_on_a_full_budget(top1, extended):
+    full = claims.Budget(dataclasses.replace(SMOKE, seeds=(0, 1, 2), meaningful=True))
+    toy = _Toy()
+    df = frame([_record(cfg, student_top1=top1[cfg.seed]) for _, cfg in toy.design(full)])
+    assert claims.promising(*toy.find(df, full)[1].summary) == extended
+    assert toy.budget(df, full).seeds == ((0, 1, 2, 3, 4) if extended else (0, 1, 2))
+    assert toy.budget(df, THREE).seeds == (0, 1, 2)  # a plumbing budget is never extended
+    more = frame([_record(cfg, student_top1=81.0) for _, cfg in toy.design(toy.budget(df, full))])
+    finding, fig = toy.evaluate(pd.concat([df, more]).drop_duplicates("cell_id"), full)
+    assert finding.summary[2] == (5 if extended else 3)  # the verdict is read on every seed it ran
+    plt.close(fig)
+
+
 # ---- synthetic records -------------------------------------------------------------------------------------------
 Metric = Callable[[dict, RunConfig], dict]
 

@@ -6,7 +6,8 @@ the analysis reads), an effect signed so that a positive value is what the surve
 of this package is imported below, so adding a claim is adding its module: `CLAIMS`, the `claims` profile's cells,
 the report and the tests pick it up. Every claim is judged by the same rule (`VERDICT_RULE`, `verdict`), applied
 to the effect's 95% t-interval over independent replicates: seeds for training runs, timing rounds for a timing
-experiment (`kdbench.claims.steptime`).
+experiment (`kdbench.claims.steptime`). A claim inconclusive on the profile's seeds whose interval two more seeds
+would likely decide (`promising`) gets `EXTRA_SEEDS`, once (`Claim.budget`).
 
 - `core`: the verdict, `Claim` and its registry, `Budget` (what the profile fixes for every cell), the pipeline
   (`all_cells`, `plan`, `run`, `report`, `write_report`);
@@ -27,6 +28,7 @@ import importlib
 import pkgutil
 
 from kdbench.claims.core import (
+    EXTRA_SEEDS,
     INCONCLUSIVE,
     NOT_SUPPORTED,
     REGISTRY,
@@ -39,6 +41,7 @@ from kdbench.claims.core import (
     all_cells,
     get_claims,
     plan,
+    promising,
     register_claim,
     report,
     run,
@@ -55,6 +58,7 @@ CLAIMS: tuple[Claim, ...] = tuple(get_claims())  # every registered claim, by nu
 
 __all__ = [
     "CLAIMS",
+    "EXTRA_SEEDS",
     "INCONCLUSIVE",
     "NOT_SUPPORTED",
     "REGISTRY",
@@ -68,6 +72,7 @@ __all__ = [
     "ci_text",
     "get_claims",
     "plan",
+    "promising",
     "register_claim",
     "report",
     "run",

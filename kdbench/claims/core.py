@@ -13,7 +13,7 @@ from typing import Any, ClassVar
 import matplotlib.pyplot as plt
 import pandas as pd
 
-from kdbench import plots, tables
+from kdbench import plots, stats, tables
 from kdbench.claims.frames import measured
 from kdbench.claims.steptime import Timing, measure_timings, timing_frame
 from kdbench.errors import unknown
@@ -30,7 +30,11 @@ VERDICT_RULE = (
     "Each claim's effect is signed so that a positive value is what the survey says. Its 95% confidence interval is "
     "the Student-t interval of the mean over independent replicates (seeds; timing rounds for claim 3). Verdict: "
     "supported if the whole interval lies above 0; not supported if the whole interval lies below 0 (the opposite "
-    "was measured); inconclusive at this scale otherwise (the interval contains 0, or fewer than 2 replicates)."
+    "was measured); inconclusive at this scale otherwise (the interval contains 0, or fewer than 2 replicates). "
+    "A claim replicated by seeds that is inconclusive on the profile's seeds but promising (its interval would "
+    "exclude 0 with two more seeds, were the mean and spread to stay as measured) gets those two seeds, once, and "
+    "its verdict is read on all of them; a claim whose mean is small against its spread does not, as two seeds "
+    "would not decide it."
 )
 
 
@@ -43,6 +47,19 @@ def verdict(effect: float, half: float, n: int) -> str:
     if effect + half < 0:
         return NOT_SUPPORTED
     return INCONCLUSIVE
+
+
+EXTRA_SEEDS = (3, 4)  # a promising claim's further seeds, on a full budget only
+
+
+def promising(mean: float, half: float, n: int, more: int = len(EXTRA_SEEDS)) -> bool:
+    """Whether an inconclusive effect would be decided by `more` replicates, were its mean and standard deviation
+    to stay as measured over n (the "promising zone" of adaptive designs): the interval's half-width scales with
+    the t critical value and 1/sqrt(n). A decided effect, or one measured fewer than twice, is not promising."""
+    if verdict(mean, half, n) != INCONCLUSIVE or n < 2:
+        return False
+    projected = half * stats.t_critical(n + more - 1) / stats.t_critical(n - 1) * math.sqrt(n / (n + more))
+    return abs(mean) > projected
 
 
 @dataclass
@@ -70,10 +87,11 @@ class Budget:
     """What the profile fixes for every claim cell; `full` is False for a plumbing check (smallest sweeps)."""
 
     profile: Profile
+    extra_seeds: tuple[int, ...] = ()  # a promising claim's (`Claim.budget`)
 
     @property
     def seeds(self) -> tuple[int, ...]:
-        return self.profile.seeds
+        return (*self.profile.seeds, *self.extra_seeds)
 
     @property
     def full(self) -> bool:
@@ -146,14 +164,32 @@ class Claim:
             return timing_frame(df, self.timings(b))
         return measured(df, self.design(b))
 
-    def evaluate(self, df: pd.DataFrame, b: Budget) -> tuple[Finding, plt.Figure]:
+    def find(self, df: pd.DataFrame, b: Budget) -> tuple[pd.DataFrame, Finding | None]:
+        """The claim's measured cells and what they show; no finding while none is recorded."""
         frame = self.frame(df, b)
         if frame.empty or not frame["recorded"].any():
+            return frame, None
+        return frame, self.analyse(frame)
+
+    def budget(self, df: pd.DataFrame, b: Budget) -> Budget:
+        """`b`, with `EXTRA_SEEDS` added when the claim is promising on b's seeds (`promising`). Only a full
+        budget's claims replicated by seeds are extended, and only once: the decision is read from the records
+        of the profile's own seeds, so the run and every later report make the same one."""
+        if not b.full or b.extra_seeds or self.timings(b):
+            return b
+        _, finding = self.find(df, b)
+        if finding is None or not promising(*finding.summary):
+            return b
+        return dataclasses.replace(b, extra_seeds=EXTRA_SEEDS)
+
+    def evaluate(self, df: pd.DataFrame, b: Budget) -> tuple[Finding, plt.Figure]:
+        frame, finding = self.find(df, self.budget(df, b))
+        if finding is None:
             return Finding(pd.Series(dtype=float), pd.DataFrame()), empty_figure(f"claim {self.number}")
         fig = self.draw(frame)
         fig.suptitle(f"{self.number}. {' / '.join(self.techniques)}: {self.survey}", fontsize=9)
         fig.tight_layout()
-        return self.analyse(frame), fig
+        return finding, fig
 
 
 REGISTRY: dict[str, Claim] = {}  # by key
@@ -185,6 +221,14 @@ def all_cells(profile: Profile, keys: Sequence[str] | None = None) -> list[RunCo
     """Every training cell of the claims (each shared cell once); profiles.all_cells calls this for the profile."""
     b = Budget(profile)
     return _unique([cfg for claim in get_claims(keys) for cfg in claim.cells(b)])
+
+
+def extra_cells(df: pd.DataFrame, profile: Profile, keys: Sequence[str] | None = None) -> list[RunConfig]:
+    """The cells the promising claims' extra seeds add, given the records in `df`."""
+    b = Budget(profile)
+    base = {cfg.cell_id() for cfg in all_cells(profile, keys)}
+    cells = [cfg for claim in get_claims(keys) for cfg in claim.cells(claim.budget(df, b))]
+    return [cfg for cfg in _unique(cells) if cfg.cell_id() not in base]
 
 
 def smoke_profile() -> Profile:
@@ -234,25 +278,33 @@ def run(
     retry_failed: bool = False,
     rerun_stale: bool = False,
 ) -> dict[str, int]:
-    """Run the claims' unfinished cells, then their unrecorded timings (alone, after the cells, so no training
-    shares the machine with them). Teacher outputs are not shared between cells: each cell's time is its cost.
-    `threads`, `retry_failed`, `rerun_stale`: as `kdbench.grid.run_grid`."""
+    """Run the claims' unfinished cells, then the extra seeds of the claims they show promising (`Claim.budget`),
+    then their unrecorded timings (alone, after the cells, so no training shares the machine with them). Teacher
+    outputs are not shared between cells: each cell's time is its cost. `threads`, `retry_failed`,
+    `rerun_stale`: as `kdbench.grid.run_grid`."""
     profile = get_profile(profile) if isinstance(profile, str) else profile
     results_dir = results_dir_for(profile.name, results_dir)
-    counts = run_grid(
-        profile,
-        results_dir,
-        device=device,
-        cache_dir=cache_dir,
-        workers=workers,
-        progress=progress,
-        cells=all_cells(profile, keys),
-        executor=executor,
-        threads=threads,
-        share_outputs=False,
-        retry_failed=retry_failed,
-        rerun_stale=rerun_stale,
-    )
+
+    def grid(cells: list[RunConfig]) -> dict[str, int]:
+        return run_grid(
+            profile,
+            results_dir,
+            device=device,
+            cache_dir=cache_dir,
+            workers=workers,
+            progress=progress,
+            cells=cells,
+            executor=executor,
+            threads=threads,
+            share_outputs=False,
+            retry_failed=retry_failed,
+            rerun_stale=rerun_stale,
+        )
+
+    counts = grid(all_cells(profile, keys))
+    extra = extra_cells(load_frame(results_dir), profile, keys)
+    if extra:
+        counts = {k: counts.get(k, 0) + v for k, v in grid(extra).items()}
     timings = [t for claim in get_claims(keys) for t in claim.timings(Budget(profile))]
     counts["timed"] = measure_timings(timings, results_dir, device, cache_dir)
     return counts
@@ -266,7 +318,8 @@ def report(
     b = Budget(profile)
     rows, findings, figures = [], {}, {}
     for claim in get_claims():
-        finding, fig = claim.evaluate(df, b)
+        own = claim.budget(df, b)  # with the extra seeds where the claim is promising
+        finding, fig = claim.evaluate(df, own)
         findings[claim.number], figures[claim.number] = finding, fig
         mean, half, n = finding.summary
         rows.append(
@@ -278,6 +331,7 @@ def report(
                 "effect (positive = as the survey says)": claim.effect,
                 "measured (95% CI)": tables.fmt(mean, half),
                 "replicates": n,
+                "seeds": "timing rounds" if claim.timings(own) else ", ".join(map(str, own.seeds)),
                 "verdict": finding.verdict,
                 "figure": f"[figure](figures/{claim.figure_name})",
             }
@@ -300,8 +354,9 @@ def write_report(results_dir: str | Path, profile: Profile | str = "claims") -> 
         "Generated by `kdbench.claims.write_report` from the records in `records/`; do not edit.",
         "",
         f"Data: {profile.dataset}, {profile.train_subset or 'all'} training images, {profile.epochs} student "
-        f"epochs, {profile.teacher_epochs} teacher epochs, seeds {', '.join(map(str, profile.seeds))}, "
-        f"student {Budget(profile).student}.",
+        f"epochs, {profile.teacher_epochs} teacher epochs, seeds {', '.join(map(str, profile.seeds))} (and "
+        f"{', '.join(map(str, EXTRA_SEEDS))} for a promising claim: see the verdict rule), student "
+        f"{Budget(profile).student}.",
         "",
         f"**Verdict rule.** {VERDICT_RULE}",
         "",
