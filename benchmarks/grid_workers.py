@@ -118,7 +118,7 @@ def main() -> None:
             f"# {args.out.stem}: measured with benchmarks/grid_workers.py --compare {args.compare}",
             "",
             f"The cpu profile's first pair and budget, methods {', '.join(args.methods)} and their baseline, seeds "
-            f"{', '.join(map(str, args.seeds))}, {args.rounds} round(s) of each way in alternating order; "
+            f"{', '.join(map(str, args.seeds))}; {args.rounds} round(s) of each way in alternating order; "
             f"{env.cpu_model()}, {os.cpu_count()} cores, idle; each run from an empty results folder and teacher "
             f"cache (the shipped teacher loaded). Environment set by a way: {setting}. Train times of cells that "
             "share the machine with another cell are longer than alone: the records' cost columns assume one "
