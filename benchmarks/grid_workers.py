@@ -2,12 +2,12 @@
 each way, into scratch folders, on an otherwise idle machine, and writes the wall times (by hand, not by CI):
 
     python benchmarks/grid_workers.py --compare workers --out results/design/workers.md
-    python benchmarks/grid_workers.py --compare allocator --rounds 2 --methods kd qkd --seeds 0 \
+    python benchmarks/grid_workers.py --compare allocator --rounds 2 --methods qkd --seeds 0 \
         --out results/design/allocator.md
 
 `workers`: one process with every thread, or one 1-thread process per core. `allocator`: kdbench's glibc settings
 (`kdbench.allocator`) or glibc's defaults (set by the environment: `MALLOC_TOP_PAD_` at its default value makes
-kdbench leave the allocator alone), each in one long-lived grid process, as `run_all.py` runs a profile.
+kdbench leave the allocator alone), each in one grid process, as `run_all.py` runs a profile.
 
 The cells are the cpu profile's own (its budget, recipe and shipped teacher), `--methods` and their baseline for
 `--seeds`. Every run starts from an empty results folder and an empty teacher cache (the shipped teacher loads in

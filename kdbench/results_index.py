@@ -46,9 +46,8 @@ def write_index(results_dir: str | Path) -> Path:
         lines += [f"- {line}", ""]
     if not df.empty:
         env = df.iloc[-1]
-        allocator = env.get(
-            "env.allocator"
-        )  # NaN in records written before it was recorded: glibc's defaults
+        # NaN in records written before it was recorded: glibc's defaults
+        allocator = env.get("env.allocator")
         lines += [
             f"- records: {len(df)} ({int((df['status'] == 'ok').sum())} ok, "
             f"{int((df['status'] == 'failed').sum())} failed); device: {env.get('env.device_name', '?')}, "

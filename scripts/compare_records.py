@@ -27,27 +27,18 @@ from kdbench.wall_time import compute_time
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def git(*args: str) -> str:
+    """The output of a git command run in the repository."""
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout
+
+
 def old_records(ref: str, folder: str) -> dict[str, dict[str, Any]]:
     """The records `folder`/records held at git `ref`, by cell id."""
-    names = subprocess.run(
-        ["git", "ls-tree", "--name-only", f"{ref}:{folder}/records"],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        check=True,
-    ).stdout.split()
-    out = {}
-    for name in names:
-        text = subprocess.run(
-            ["git", "show", f"{ref}:{folder}/records/{name}"],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        record = json.loads(text)
-        out[record["cell_id"]] = record
-    return out
+    records = (
+        json.loads(git("show", f"{ref}:{folder}/records/{name}"))
+        for name in git("ls-tree", "--name-only", f"{ref}:{folder}/records").split()
+    )
+    return {record["cell_id"]: record for record in records}
 
 
 def new_records(folder: str) -> dict[str, dict[str, Any]]:

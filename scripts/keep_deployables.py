@@ -15,26 +15,19 @@ record changes; the report says how many records changed and by how much their l
 from __future__ import annotations
 
 import argparse
-import subprocess
-from pathlib import Path
 
 import pandas as pd
-from compare_records import old_records  # this folder's: the records a results folder held at a git ref
+from compare_records import ROOT, git, new_records, old_records  # this folder's: records at a git ref and now
 
 from kdbench import results
 from kdbench.deployables import FOLDER, SUFFIX
 
-ROOT = Path(__file__).resolve().parents[1]
 LATENCIES = ("latency_ms_b1", "latency_ms_b1_iqr", "latency_ms_b256", "latency_ms_b256_iqr")
 SIZES = {
     "student": ("student_params", "deployable_bytes", "flops_per_image"),
     "teacher": ("teacher_params", "teacher_bytes", "teacher_flops_per_image"),
 }
 COST_FIELDS = (*LATENCIES, *(f"teacher_{name}" for name in LATENCIES))
-
-
-def git(*args: str) -> str:
-    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=True).stdout
 
 
 def restore_measurements(ref: str, folder: str) -> int:
@@ -54,14 +47,13 @@ def records_to_change(ref: str, folder: str) -> list[tuple[dict, dict]]:
     after checking that every pair describes the same deployables: all are checked before anything is written."""
     kept = old_records(ref, folder)
     pairs = []
-    for path in sorted((ROOT / folder / "records").glob("*.json")):
-        new = results.read_record(path)
-        old = kept.get(new["cell_id"])
+    for cell, new in sorted(new_records(folder).items()):
+        old = kept.get(cell)
         if old is None or all(new.get(k) == old.get(k) for k in COST_FIELDS):
             continue
         for part, sizes in SIZES.items():
             if [new.get(k) for k in sizes] != [old.get(k) for k in sizes]:
-                raise SystemExit(f"{path.name}: the {part}'s deployable differs at {ref}; nothing changed")
+                raise SystemExit(f"{cell}: the {part}'s deployable differs at {ref}; nothing changed")
         pairs.append((new, old))
     return pairs
 

@@ -115,7 +115,8 @@ def test_a_promising_claim_gets_two_more_seeds_on_a_full_budget(top1, extended):
     assert toy.budget(df, full).seeds == ((0, 1, 2, 3, 4) if extended else (0, 1, 2))
     assert toy.budget(df, THREE).seeds == (0, 1, 2)  # a plumbing budget is never extended
     more = frame([_record(cfg, student_top1=81.0) for _, cfg in toy.design(toy.budget(df, full))])
-    finding, fig = toy.evaluate(pd.concat([df, more]).drop_duplicates("cell_id"), full)
+    both = pd.concat([df, more]).drop_duplicates("cell_id")
+    finding, fig = toy.evaluate(both, toy.budget(both, full))
     assert finding.summary[2] == (5 if extended else 3)  # the verdict is read on every seed it ran
     plt.close(fig)
 

@@ -183,7 +183,9 @@ class Claim:
         return dataclasses.replace(b, extra_seeds=EXTRA_SEEDS)
 
     def evaluate(self, df: pd.DataFrame, b: Budget) -> tuple[Finding, plt.Figure]:
-        frame, finding = self.find(df, self.budget(df, b))
+        """What the claim's cells under `b` show, and its figure; `report` passes the claim's own budget
+        (`budget`), so a promising claim is read on its extra seeds too."""
+        frame, finding = self.find(df, b)
         if finding is None:
             return Finding(pd.Series(dtype=float), pd.DataFrame()), empty_figure(f"claim {self.number}")
         fig = self.draw(frame)
